@@ -1,0 +1,3 @@
+"""sgm_jax: score-based generative models in JAX/Flax."""
+
+__version__ = "0.1.0"

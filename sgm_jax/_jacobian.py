@@ -1,0 +1,67 @@
+"""Jacobian-vector machinery for batched score functions with a block-diagonal Jacobian.
+
+Examples of a batched score function do not interact (DESIGN.md §3.1), so one JVP with the same
+basis vector e_i in every example gives column i of every per-example Jacobian at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+LinearFn = Callable[[Array], Array]
+
+_BASIS_BLOCK_ELEMENTS = 1 << 24  # elements of one block of Jacobian columns (64 MiB in f32)
+
+
+def linearize_score(score_fn: Callable[[Array], Array], x: Array) -> tuple[Array, LinearFn, LinearFn]:
+    """One primal pass of ``score_fn`` at ``x`` and the linear maps v ↦ Jv and v ↦ Jᵀv.
+
+    Both maps share the primal computation: the JVP comes from ``jax.linearize`` and the VJP is
+    its transpose, so no further forward pass is spent.
+    """
+    s, jvp_fn = jax.linearize(score_fn, x)
+    transpose = jax.linear_transpose(jvp_fn, x)
+    return s, jvp_fn, lambda v: transpose(v)[0]
+
+
+def _basis_block_size(x: Array) -> int:
+    batch, dim = x.shape[0], math.prod(x.shape[1:])
+    return max(1, min(dim, _BASIS_BLOCK_ELEMENTS // max(1, batch * dim)))
+
+
+def _basis_vector(i: Array, x: Array) -> Array:
+    """The i-th standard basis vector of the event space, repeated for every example."""
+    dim = math.prod(x.shape[1:])
+    e = jax.nn.one_hot(i, dim, dtype=x.dtype).reshape(x.shape[1:])
+    return jnp.broadcast_to(e, x.shape)
+
+
+def jacobian_trace(jvp_fn: LinearFn, x: Array) -> Array:
+    """Exact per-example tr(J) [B] from D JVPs against the basis vectors.
+
+    The JVPs are ``vmap``-ed in blocks (``lax.map`` with ``batch_size``) so memory stays bounded;
+    the cost is D forward-mode passes, linear in D.
+    """
+    batch, dim = x.shape[0], math.prod(x.shape[1:])
+
+    def diagonal_entry(i):
+        return jvp_fn(_basis_vector(i, x)).reshape(batch, dim)[:, i]
+
+    entries = jax.lax.map(diagonal_entry, jnp.arange(dim), batch_size=_basis_block_size(x))
+    return jnp.sum(entries, axis=0)
+
+
+def full_jacobian(jvp_fn: LinearFn, x: Array) -> Array:
+    """Per-example Jacobians [B, D, D] (output index, input index) from D basis JVPs."""
+    batch, dim = x.shape[0], math.prod(x.shape[1:])
+
+    def column(i):
+        return jvp_fn(_basis_vector(i, x)).reshape(batch, dim)
+
+    columns = jax.lax.map(column, jnp.arange(dim), batch_size=_basis_block_size(x))  # [D_in, B, D_out]
+    return jnp.transpose(columns, (1, 2, 0))

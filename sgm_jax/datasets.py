@@ -1,0 +1,179 @@
+"""Datasets: 2-D toy generators and a shuffled batch iterator.
+
+The toy generators follow the official QCSGM 2-D code (chen-hao-chao/qcsbm, ``2d_examples/
+toy_datasets/``) and the DLSM toy code (chen-hao-chao/dlsm-toy, inter-twinning moons); see
+``shared/reference/official_code_facts.md`` §1b and §2a. They are pure JAX functions
+``fn(key, n) -> x`` with ``x`` of shape ``[n, 2]`` and dtype float32 (``moons`` also returns
+labels), deterministic given the key and jitted with ``n`` static (one compilation per ``n``).
+The official code draws from an unseeded ``np.random``; here every draw comes from the key.
+"""
+
+from collections.abc import Callable, Iterator
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Data = Array | tuple[Array, ...]
+
+#: Size of the fixed training set materialised by the official QCSGM toy code.
+NUM_TOY_POINTS = 50000
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def eight_gaussians(key: Array, n: int) -> Array:
+    """Mixture of 8 Gaussians (official ``gaussian_8``).
+
+    Centres c ∈ 8·{(±1, 0), (0, ±1), (±1/√2, ±1/√2)}, chosen uniformly; x = (z + c)/√2 with
+    z ~ N(0, I). The modes therefore sit on a circle of radius 8/√2 ≈ 5.66 with per-coordinate
+    std 1/√2 ≈ 0.707.
+    """
+    n = _check_positive_int("n", n)
+    key_centre, key_noise = jax.random.split(key)
+    s = 1.0 / math.sqrt(2.0)
+    unit = jnp.array(
+        [(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (-s, s), (s, -s), (-s, -s)], jnp.float32
+    )
+    centres = 8.0 * unit[jax.random.randint(key_centre, (n,), 0, 8)]
+    z = jax.random.normal(key_noise, (n, 2), jnp.float32)
+    return s * (z + centres)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def spirals(key: Array, n: int) -> Array:
+    """Two interleaved spirals (official ``spiral_2``).
+
+    With independent U, U′, U″ ~ U(0, 1): angle a = √U·3π (540°),
+    d = (−a·cos a + 0.5·U′, a·sin a + 0.5·U″); the points are [d; −d]·2.3/3 (first half d,
+    second half −d). For odd ``n`` the last −d point is dropped.
+    """
+    n = _check_positive_int("n", n)
+    m = (n + 1) // 2
+    key_angle, key_jitter = jax.random.split(key)
+    a = jnp.sqrt(jax.random.uniform(key_angle, (m,), jnp.float32)) * (3.0 * jnp.pi)
+    jitter = 0.5 * jax.random.uniform(key_jitter, (m, 2), jnp.float32)
+    d = jnp.stack([-jnp.cos(a) * a, jnp.sin(a) * a], axis=1) + jitter
+    return (jnp.concatenate([d, -d], axis=0) * (2.3 / 3.0))[:n]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def checkerboard(key: Array, n: int) -> Array:
+    """Checkerboard on [−6, 6]² (official ``checkerboard``).
+
+    x1 ~ U(−2, 2); x2 = U(0, 1) − 2·Bernoulli(½) + (⌊x1⌋ mod 2); the points are (x1, x2)·3.
+    Mass 1/8 lies uniformly on each of the 8 cells of side 3 whose indices (⌊x1/3⌋, ⌊x2/3⌋)
+    have an even sum.
+    """
+    n = _check_positive_int("n", n)
+    key_x1, key_x2, key_bit = jax.random.split(key, 3)
+    x1 = jax.random.uniform(key_x1, (n,), jnp.float32, -2.0, 2.0)
+    bit = jax.random.bernoulli(key_bit, 0.5, (n,)).astype(jnp.float32)
+    x2 = jax.random.uniform(key_x2, (n,), jnp.float32) - 2.0 * bit + jnp.mod(jnp.floor(x1), 2.0)
+    return jnp.stack([x1, x2], axis=1) * 3.0
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def moons(key: Array, n: int) -> tuple[Array, Array]:
+    """Inter-twinning moons without noise (DLSM toy), returns ``(x, labels)``.
+
+    The construction of sklearn's ``make_moons(n, noise=0)``: ⌊n/2⌋ points (cos t, sin t) on the
+    upper moon (label 0) and n − ⌊n/2⌋ points (1 − cos t, ½ − sin t) on the lower moon (label 1),
+    t evenly spaced on [0, π] per moon; then centred by the sample mean, scaled by 20, and shuffled
+    by a permutation drawn from ``key`` (the points are fixed; only their order is random). The
+    DLSM toy uses n = 10000. Labels are int32.
+    """
+    n = _check_positive_int("n", n)
+    n_upper = n // 2
+    t_upper = jnp.linspace(0.0, jnp.pi, n_upper, dtype=jnp.float32)
+    t_lower = jnp.linspace(0.0, jnp.pi, n - n_upper, dtype=jnp.float32)
+    upper = jnp.stack([jnp.cos(t_upper), jnp.sin(t_upper)], axis=1)
+    lower = jnp.stack([1.0 - jnp.cos(t_lower), 0.5 - jnp.sin(t_lower)], axis=1)
+    x = jnp.concatenate([upper, lower], axis=0)
+    x = 20.0 * (x - x.mean(axis=0))
+    labels = (jnp.arange(n) >= n_upper).astype(jnp.int32)
+    perm = jax.random.permutation(key, n)
+    return x[perm], labels[perm]
+
+
+TOY_DATASETS: dict[str, Callable[[Array, int], Array | tuple[Array, Array]]] = {
+    "8gaussians": eight_gaussians,
+    "spirals": spirals,
+    "checkerboard": checkerboard,
+    "moons": moons,
+}
+
+
+def get_toy_dataset(name: str) -> Callable[[Array, int], Array | tuple[Array, Array]]:
+    """Returns the generator registered under ``name`` in ``TOY_DATASETS``."""
+    if name not in TOY_DATASETS:
+        raise ValueError(f"unknown toy dataset {name!r}; allowed: {sorted(TOY_DATASETS)}")
+    return TOY_DATASETS[name]
+
+
+def make_toy_dataset(
+    name: str, key: Array, num_points: int = NUM_TOY_POINTS, *, return_labels: bool = False
+) -> Array | tuple[Array, Array]:
+    """The fixed toy training set: ``num_points`` points of ``name``, shape ``[num_points, 2]``.
+
+    The official QCSGM code materialises 50,000 points once and trains on them for all
+    iterations. With ``return_labels=True`` returns ``(x, labels)``: the class labels for
+    "moons", zeros (int32) for the unlabelled sets (as in the official tfds builders).
+    """
+    generate = get_toy_dataset(name)
+    num_points = _check_positive_int("num_points", num_points)
+    out = generate(key, num_points)
+    x, labels = out if isinstance(out, tuple) else (out, jnp.zeros(num_points, jnp.int32))
+    return (x, labels) if return_labels else x
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _epoch_batches(
+    key: Array, epoch: int, leaves: tuple[Array, ...], steps: int, batch_size: int
+) -> tuple[Array, ...]:
+    """The batches of one epoch, each leaf reshaped to ``[steps, batch_size, ...]``."""
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), leaves[0].shape[0])
+    index = perm[: steps * batch_size].reshape(steps, batch_size)
+    return tuple(leaf[index] for leaf in leaves)
+
+
+def toy_batches(data: Data, key: Array, batch_size: int) -> Iterator[Data]:
+    """Endless iterator of shuffled batches of ``data`` (an array or a tuple of arrays).
+
+    Epoch e uses the permutation drawn from ``jax.random.fold_in(key, e)``; each epoch yields
+    ⌊num_points / batch_size⌋ batches of exactly ``batch_size`` points, each point at most once,
+    and drops the remainder. Arrays in a tuple share the leading dimension and are permuted
+    together (e.g. ``(x, labels)``). Deterministic given ``key``. Arguments are checked on call.
+    """
+    leaves = tuple(jnp.asarray(leaf) for leaf in (data if isinstance(data, tuple) else (data,)))
+    shapes = [leaf.shape for leaf in leaves]
+    if not shapes or any(len(s) == 0 or s[0] != shapes[0][0] for s in shapes):
+        raise ValueError(
+            f"data must be an array or a tuple of arrays with one leading size, got shapes {shapes}"
+        )
+    num_points = _check_positive_int("number of points in data", shapes[0][0])
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if batch_size > num_points:
+        raise ValueError(
+            f"batch_size must be <= the number of points ({num_points}), got {batch_size}"
+        )
+    steps = num_points // batch_size
+
+    def iterate() -> Iterator[Data]:
+        epoch = 0
+        while True:
+            epoch_batches = _epoch_batches(key, epoch, leaves, steps, batch_size)
+            for i in range(steps):
+                batch = tuple(leaf[i] for leaf in epoch_batches)
+                yield batch if isinstance(data, tuple) else batch[0]
+            epoch += 1
+
+    return iterate()

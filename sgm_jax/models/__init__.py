@@ -1,0 +1,43 @@
+"""Networks f(x, t), the model registry and the score parameterisations (QCSGM Eq. 12).
+
+Importing this package registers "toy_mlp", "official_toy", "autoencoder" and "small_conv".
+"""
+
+from sgm_jax.models.autoencoder import OneLayerAutoencoder, autoencoder_weights
+from sgm_jax.models.layers import (
+    ACTIVATIONS,
+    Swish,
+    gaussian_fourier_embedding,
+    get_activation,
+    sinusoidal_embedding,
+)
+from sgm_jax.models.mlp import OfficialToyNet, ToyMLP
+from sgm_jax.models.parameterisation import (
+    ENERGY_PARAMETERISATIONS,
+    PARAMETERISATIONS,
+    make_energy_fn,
+    make_score_fn,
+)
+from sgm_jax.models.registry import available_models, get_model, model_fields, register_model
+from sgm_jax.models.small_conv import SmallConvScoreNet
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENERGY_PARAMETERISATIONS",
+    "PARAMETERISATIONS",
+    "OfficialToyNet",
+    "OneLayerAutoencoder",
+    "SmallConvScoreNet",
+    "Swish",
+    "ToyMLP",
+    "autoencoder_weights",
+    "available_models",
+    "gaussian_fourier_embedding",
+    "get_activation",
+    "get_model",
+    "make_energy_fn",
+    "make_score_fn",
+    "model_fields",
+    "register_model",
+    "sinusoidal_embedding",
+]

@@ -313,6 +313,7 @@ class subVPSDE(_LinearBetaSDE):
 
 
 _SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
+SDE_NAMES: tuple[str, ...] = tuple(_SDES)
 
 
 def get_sde(name: str, **kwargs) -> SDE:

@@ -1,0 +1,78 @@
+"""Shared defaults of the 2-D toy experiments: the official QCSGM toy training settings
+(Adam 7.5e-4, β1 0.9, eps 1e-8, batch 5000, VE SDE with σ ∈ [0.1, 3], the official network
+conditioned on σ; ``shared/reference/official_code_facts.md`` §1b).
+
+Scale note: this library's DSM is ½‖σ_t s + z‖² (DESIGN §3.2, score_sde), the official toy DSM
+‖σ s + z‖² has no ½. Adam is invariant to that factor of 2 except through gradient clipping, so
+``optim.grad_clip = 0.5`` here is the official clip 1.0, and the official QC weight λ = 0.1 is
+``training.qc_weight = 0.05`` (see ``configs/toy/*_qc.py``).
+"""
+
+import ml_collections
+
+
+def get_default_configs() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "checkerboard"  # a key of sgm_jax.datasets.TOY_DATASETS
+    data.num_points = 50000  # the fixed training set, drawn once from the seed
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "official_toy"  # sgm_jax.models.available_models()
+    model.parameterisation = "u"  # "u", "qc", "c", "c_norm", "direct" (QCSGM Eq. 12)
+    model.condition = "sigma"  # the network sees "t" or σ_t ("sigma", as the official toy net)
+    # The network's constructor fields (sgm_jax.models.model_fields(name)).
+    model.kwargs = ml_collections.ConfigDict({"output_activation": "identity"})
+
+    config.sde = sde = ml_collections.ConfigDict()
+    sde.name = "vesde"  # "vesde", "vpsde", "subvpsde"
+    sde.sigma_min = 0.1
+    sde.sigma_max = 3.0
+    sde.beta_min = 0.1
+    sde.beta_max = 20.0
+    sde.num_scales = 1000
+
+    config.training = training = ml_collections.ConfigDict()
+    training.objective = "dsm"  # "dsm", "lcss", "ssm", "fd_ssm", "ism", "esm"
+    training.qc_weight = 0.0
+    training.qc_estimator = "exact"  # "exact" (full 2x2 Jacobian, official "lqc") or "hutchinson"
+    training.qc_num_vectors = 1
+    training.weighting = "sigma2"  # λ(t) = σ_t² or "likelihood" (g(t)²)
+    training.eps = 1e-5
+    training.batch_size = 5000
+    training.n_iters = 2000
+    training.log_freq = 100
+    training.snapshot_freq = 1000
+    training.keep_checkpoints = 3
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.lr = 7.5e-4
+    optim.beta1 = 0.9
+    optim.beta2 = 0.999
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 0
+    optim.grad_clip = 0.5  # = the official clip 1.0 for the official (un-halved) DSM; 0 disables
+    optim.ema_rate = 0.0  # no averaging: the official toy code keeps no EMA (and 0.999 over 2000 steps
+    # would leave 0.999^2000 ≈ 14 % of the random initialisation in the average)
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "ode"  # a sampler of sgm_jax.sampling.get_sampler
+    sampling.rtol = 1e-3
+    sampling.atol = 1e-5
+    sampling.eps = 1e-5
+    sampling.num_samples = 5000
+    sampling.predictor = "reverse_diffusion"
+    sampling.corrector = "langevin"
+    sampling.snr = 0.16
+    sampling.n_steps = 1
+
+    config.eval = evaluation = ml_collections.ConfigDict()
+    evaluation.num_points = 5000
+    evaluation.num_levels = 10
+    evaluation.nll_num_points = 5000
+    evaluation.prdc_k = 3
+    evaluation.checkpoint = -1  # the checkpoint step to evaluate; -1 = the latest
+    return config

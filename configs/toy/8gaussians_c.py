@@ -1,0 +1,13 @@
+"""QCSGM Table 1, 8gaussians: C-SGM, the constrained score s = −∇ₓ‖x − act(f(x, σ))‖²/(2σ) with the
+official output activation act = leaky_relu (official CSBM config, 2000 iterations)."""
+
+from configs.default_toy import get_default_configs
+
+
+def get_config():
+    config = get_default_configs()
+    config.data.dataset = "8gaussians"
+    config.model.parameterisation = "c"
+    config.model.kwargs.output_activation = "leaky_relu"
+    config.training.n_iters = 2000
+    return config

@@ -1,0 +1,12 @@
+"""QCSGM Table 1, checkerboard: U-SGM, the unconstrained score s = (x − f(x, σ))/σ trained with DSM
+(official 2d_examples USBM config: official network, 4000 iterations)."""
+
+from configs.default_toy import get_default_configs
+
+
+def get_config():
+    config = get_default_configs()
+    config.data.dataset = "checkerboard"
+    config.model.parameterisation = "u"
+    config.training.n_iters = 4000
+    return config

@@ -1,0 +1,13 @@
+"""QCSGM Table 1, spirals: C-SGM, the constrained score s = −∇ₓ‖x − act(f(x, σ))‖²/(2σ) with the
+official output activation act = elu (official CSBM config, 2000 iterations)."""
+
+from configs.default_toy import get_default_configs
+
+
+def get_config():
+    config = get_default_configs()
+    config.data.dataset = "spirals"
+    config.model.parameterisation = "c"
+    config.model.kwargs.output_activation = "elu"
+    config.training.n_iters = 2000
+    return config

@@ -1,0 +1,83 @@
+"""PNG figures for 2-D experiments: samples over the data, densities, score fields, curves.
+
+Plain functions of NumPy arrays that write one PNG each (matplotlib's Agg backend, no display).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_samples(path: str, data: np.ndarray, samples: np.ndarray, title: str = "") -> str:
+    """Generated samples (orange) over the training data (grey)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(data[:, 0], data[:, 1], s=1, c="0.6", alpha=0.4, label="data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.6, label="samples")
+    ax.set_aspect("equal")
+    ax.legend(markerscale=8, loc="upper right", fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_density(path: str, xs: np.ndarray, ys: np.ndarray, log_density: np.ndarray, title: str = "") -> str:
+    """exp(log density) on a grid: ``log_density`` has shape [len(ys), len(xs)]."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.imshow(np.exp(log_density - log_density.max()), origin="lower", cmap="magma",
+              extent=(xs[0], xs[-1], ys[0], ys[-1]))
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_score_field(path: str, points: np.ndarray, scores: np.ndarray, rotation: np.ndarray,
+                     title: str = "") -> str:
+    """Score arrows at ``points`` over a colour map of the rotational part ½‖J − Jᵀ‖²_F."""
+    side = int(round(np.sqrt(points.shape[0])))
+    fig, ax = plt.subplots(figsize=(5.2, 4.5))
+    image = ax.imshow(rotation.reshape(side, side), origin="lower", cmap="viridis",
+                      extent=(points[:, 0].min(), points[:, 0].max(), points[:, 1].min(), points[:, 1].max()))
+    fig.colorbar(image, ax=ax, label="Asym = ½‖J − Jᵀ‖²")
+    norms = np.linalg.norm(scores, axis=1, keepdims=True)
+    unit = scores / np.maximum(norms, 1e-12)
+    step = max(1, side // 20)
+    grid = np.arange(points.shape[0]).reshape(side, side)[::step, ::step].ravel()
+    ax.quiver(points[grid, 0], points[grid, 1], unit[grid, 0], unit[grid, 1], color="white", width=0.004)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str = "") -> str:
+    """One panel per named curve of (steps, values)."""
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        steps, values = curves[name]
+        ax.plot(steps, values, lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_panels(path: str, panels: Mapping[str, np.ndarray], extent: tuple[float, float, float, float]) -> str:
+    """Several densities (each [H, W] log-density) side by side, e.g. one per objective."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, log_density) in zip(axes[0], panels.items()):
+        ax.imshow(np.exp(log_density - log_density.max()), origin="lower", cmap="magma", extent=extent)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)

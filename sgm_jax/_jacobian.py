@@ -30,6 +30,11 @@ def linearize_score(score_fn: Callable[[Array], Array], x: Array) -> tuple[Array
 
 
 def _basis_block_size(x: Array) -> int:
+    """Basis vectors per vmapped block: one at a time on CPU, where XLA gains nothing from
+    batching the tangents (a sequential scan measured 1.6x faster than one vmapped block for a
+    toy MLP at D = 2, B = 5000, under ``grad``); else as many as fit a 64 MiB block."""
+    if jax.default_backend() == "cpu":
+        return 1
     batch, dim = x.shape[0], math.prod(x.shape[1:])
     return max(1, min(dim, _BASIS_BLOCK_ELEMENTS // max(1, batch * dim)))
 
@@ -44,8 +49,9 @@ def _basis_vector(i: Array, x: Array) -> Array:
 def jacobian_trace(jvp_fn: LinearFn, x: Array) -> Array:
     """Exact per-example tr(J) [B] from D JVPs against the basis vectors.
 
-    The JVPs are ``vmap``-ed in blocks (``lax.map`` with ``batch_size``) so memory stays bounded;
-    the cost is D forward-mode passes, linear in D.
+    The JVPs run through ``lax.map`` over the basis, ``vmap``-ed in blocks on accelerators (see
+    :func:`_basis_block_size`) so memory stays bounded; the cost is D forward-mode passes, linear
+    in D.
     """
     batch, dim = x.shape[0], math.prod(x.shape[1:])
 

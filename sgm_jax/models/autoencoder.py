@@ -1,8 +1,10 @@
 """One-layer autoencoder score model (QCSGM §6 and A.6.1).
 
 s(x; θ) = R h(Wᵀx + b) + c with W, R ∈ R^{D×H}, b ∈ R^H, c ∈ R^D and an element-wise h.
-Its Jacobian is J = R diag(h′(Wᵀx + b)) Wᵀ, so the field is conservative for every x iff
-W Rᵀ = R Wᵀ (Im et al., 2016); tying R = W is sufficient but not necessary (QCSGM §6).
+Its Jacobian is J = R diag(h′(Wᵀx + b)) Wᵀ. QCSGM §6 (after Im et al., 2016) relates its
+conservativeness to W Rᵀ = R Wᵀ, which is necessary; for a non-linear h it is not sufficient
+(W = I, R = [[1, 1], [1, 1]] gives W Rᵀ = R Wᵀ yet an asymmetric J wherever h′ differs between
+units). Tying R = W makes J symmetric, hence the field conservative.
 (The paper writes b ∈ R^D; Wᵀx ∈ R^H forces b ∈ R^H.)
 """
 

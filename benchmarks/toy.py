@@ -6,9 +6,10 @@
 * ODE NFE: the probability-flow ODE sampler (diffrax Dopri5, rtol = 1e-3 and 1e-5) on the
   trained U and QC models of each dataset (QCSGM reports fewer NFE for QC). Runs are taken from
   ``--runs`` (as written by ``experiments/qcsgm_table1.py``); a missing run is trained first.
-* PC: samples/s of the predictor-corrector sampler (reverse diffusion + Langevin, N = 1000).
+* PC: samples/s of the predictor-corrector sampler (reverse diffusion + Langevin, N = 1000) on
+  the first dataset's U model.
 
-    python benchmarks/toy.py [--quick] [--runs runs/table1] [--json benchmarks/results/toy.json]
+    python benchmarks/toy.py [--quick] [--runs runs/table1] [--datasets ...] [--json benchmarks/results/toy.json]
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def ode_nfe(root: str, datasets, num_samples: int) -> list[dict]:
     return rows
 
 
-def pc_throughput(root: str, num_samples: int) -> dict:
-    config, experiment, score_model = _trained("checkerboard", "u", root)
+def pc_throughput(root: str, dataset: str, num_samples: int) -> dict:
+    config, experiment, score_model = _trained(dataset, "u", root)
     config.sampling.method, config.sampling.num_samples = "pc", num_samples
     sampler = sampler_from_config(config, experiment.sde)
     run = jax.jit(lambda k: sampler(score_model, (num_samples, 2), k))
@@ -116,12 +117,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, one dataset")
     parser.add_argument("--runs", default="runs/table1", help="trained runs (experiments/qcsgm_table1.py)")
+    parser.add_argument("--datasets", nargs="+", default=["8gaussians", "spirals", "checkerboard"],
+                        choices=["8gaussians", "spirals", "checkerboard"], help="datasets for the NFE table")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "toy.json"))
     args = parser.parse_args(argv)
-    datasets = ("checkerboard",) if args.quick else ("8gaussians", "spirals", "checkerboard")
+    datasets = args.datasets[:1] if args.quick else args.datasets
     throughput = training_throughput(5 if args.quick else 20)
     nfe = ode_nfe(args.runs, datasets, 1000 if args.quick else 5000)
-    pc = pc_throughput(args.runs, 1000 if args.quick else 5000)
+    pc = pc_throughput(args.runs, datasets[0], 1000 if args.quick else 5000)
 
     print(f"\nToy training step, checkerboard, batch 5000, {jax.devices()[0].platform} × {jax.device_count()}")
     print(f"{'model':16s} {'ms/step':>9s} {'steps/s':>8s} {'× U':>6s}")
@@ -131,7 +134,7 @@ def main(argv=None) -> None:
     print(f"{'dataset':12s} {'model':5s} {'rtol 1e-3':>10s} {'rtol 1e-5':>10s}")
     for r in nfe:
         print(f"{r['dataset']:12s} {r['model']:5s} {r['nfe_rtol_0.001']:10d} {r['nfe_rtol_1e-05']:10d}")
-    print(f"\nPC sampler (reverse diffusion + Langevin, N = 1000, NFE {pc['nfe']}): "
+    print(f"\nPC sampler on {datasets[0]} U (reverse diffusion + Langevin, N = 1000, NFE {pc['nfe']}): "
           f"{pc['samples_per_s']:.0f} samples/s ({pc['num_samples']} in {pc['seconds']:.2f} s)")
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -65,7 +65,7 @@ def make_step(model, objective, sde, data, weight_by_sigma2=True):
     """A jitted Adam step on mean(λ(σ) · objective) with λ = σ² (the QCSGM/score_sde default)."""
     optimizer = optax.adam(2e-4)
 
-    def loss(params, x, key):
+    def loss(params, x, key, data):
         kt, kl = jax.random.split(key)
         t = jax.random.uniform(kt, (x.shape[0],), x.dtype, 1e-5, 1.0)
         sigma = sde.marginal_std(t)
@@ -74,12 +74,12 @@ def make_step(model, objective, sde, data, weight_by_sigma2=True):
         return jnp.mean(sigma**2 * per_example if weight_by_sigma2 else per_example)
 
     @jax.jit
-    def step(params, opt_state, x, key):
-        value, grads = jax.value_and_grad(loss)(params, x, key)
+    def step(params, opt_state, x, key, data):  # data is an argument: a closed-over array would be
+        value, grads = jax.value_and_grad(loss)(params, x, key, data)  # constant-folded by XLA
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
-    return step, optimizer
+    return functools.partial(step, data=data), optimizer
 
 
 def time_step(step, params, opt_state, x, repeats, warmup=2):

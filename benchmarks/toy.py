@@ -23,7 +23,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,25 +46,30 @@ def _config(module: str, seed: int = 0, **training):
     return config
 
 
+def median_step_seconds(config, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of the jitted data-parallel train step of ``config`` after ``warmup`` steps."""
+    mesh = parallel.data_mesh()
+    experiment = Experiment(config, mesh)
+    step = make_train_step(experiment.loss_fn(), experiment.score_model_of_params,
+                           experiment.optimizer, config.optim.ema_rate, mesh)
+    batch = parallel.shard_batch(experiment.data[: config.training.batch_size], mesh)
+    state = jax.jit(experiment.init_state)()
+    for _ in range(warmup):  # compile and warm up
+        state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def training_throughput(repeats: int) -> list[dict]:
     rows = []
-    mesh = parallel.data_mesh()
     for name, (module, overrides) in VARIANTS.items():
-        experiment = Experiment(_config(module, **overrides), mesh)
-        step = make_train_step(experiment.loss_fn(), experiment.score_model_of_params,
-                               experiment.optimizer, experiment.config.optim.ema_rate, mesh)
-        batch = parallel.shard_batch(experiment.data[: experiment.config.training.batch_size], mesh)
-        state = jax.jit(experiment.init_state)()
-        for _ in range(3):  # compile and warm up
-            state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            state, metrics = step(state, batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
+        seconds = median_step_seconds(_config(module, **overrides), repeats)
         rows.append(dict(model=name, ms_per_step=1e3 * seconds, steps_per_s=1.0 / seconds))
         print(f"  train {name:16s} {1e3 * seconds:8.2f} ms/step", file=sys.stderr)
     base = rows[0]["ms_per_step"]

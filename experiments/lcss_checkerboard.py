@@ -15,18 +15,16 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.toy import median_step_seconds  # noqa: E402
 from sgm_jax import parallel, plots  # noqa: E402
 from sgm_jax.evaluate import density_on_grid  # noqa: E402
-from sgm_jax.train import Experiment, load_latest, make_train_step, train  # noqa: E402
+from sgm_jax.train import Experiment, load_latest, train  # noqa: E402
 
 TIMED = ("ssm", "fd_ssm", "dsm", "lcss", "esm", "ism")
 PAPER_MS = {"ssm": 497, "fd_ssm": 445, "dsm": 430, "lcss": 419}  # LCSS Table 2, checkerboard MLP
@@ -38,24 +36,11 @@ def config_for(objective: str):
 
 def step_times(repeats: int) -> dict[str, float]:
     """Median seconds per train step of each objective, all measured in this process."""
-    mesh = parallel.data_mesh()
     times = {}
     for objective in TIMED:
-        experiment = Experiment(config_for(objective), mesh)
-        step = make_train_step(experiment.loss_fn(), experiment.score_model_of_params,
-                               experiment.optimizer, experiment.config.optim.ema_rate, mesh)
-        batch = parallel.shard_batch(experiment.data[: experiment.config.training.batch_size], mesh)
-        state = jax.jit(experiment.init_state)()
-        for _ in range(2):
-            state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        samples = []
-        for _ in range(repeats if objective != "esm" else max(2, repeats // 5)):
-            start = time.perf_counter()
-            state, metrics = step(state, batch)
-            jax.block_until_ready(metrics)
-            samples.append(time.perf_counter() - start)
-        times[objective] = statistics.median(samples)
+        # ESM sums over all 50,000 points at every step: fewer repeats keep the study short
+        n = repeats if objective != "esm" else max(2, repeats // 5)
+        times[objective] = median_step_seconds(config_for(objective), n, warmup=2)
         print(f"  {objective:7s} {1e3 * times[objective]:9.2f} ms/step", flush=True)
     return times
 

@@ -34,6 +34,7 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sgm_jax import plots  # noqa: E402
 from sgm_jax.datasets import make_toy_dataset  # noqa: E402
 from sgm_jax.losses import dsm_loss, parzen_score, qc_loss  # noqa: E402
 from sgm_jax.metrics import asym, nasym, score_error  # noqa: E402
@@ -172,9 +173,7 @@ def plot_curves(path, curves, steps):
             ax.plot(steps, np.nanmean(vals, 0), color=f"C{i}", lw=2, label=variant)
         ax.set(yscale="log", xlabel="training step", title=LABELS[m])
     axes[3].legend(fontsize=8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 def main(argv=None):

@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgm_jax import plots  # noqa: E402
 from sgm_jax.metrics import asym, nasym  # noqa: E402
 from sgm_jax.sampling import langevin_dynamics  # noqa: E402
 
@@ -150,9 +151,7 @@ def plot_trajectories(path, trajs, scores, eps, radius, show):
         ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="red", ls="--"))
         ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal",
                title=f"s_{kind} (ε = {eps:g}), first {show} steps")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 def main(argv=None):

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Write ``fig`` to ``path`` as PNG (creating the folder) and close it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -30,7 +31,7 @@ def plot_samples(path: str, data: np.ndarray, samples: np.ndarray, title: str = 
     ax.set_aspect("equal")
     ax.legend(markerscale=8, loc="upper right", fontsize=8)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_density(path: str, xs: np.ndarray, ys: np.ndarray, log_density: np.ndarray, title: str = "") -> str:
@@ -39,7 +40,7 @@ def plot_density(path: str, xs: np.ndarray, ys: np.ndarray, log_density: np.ndar
     ax.imshow(np.exp(log_density - log_density.max()), origin="lower", cmap="magma",
               extent=(xs[0], xs[-1], ys[0], ys[-1]))
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_score_field(path: str, points: np.ndarray, scores: np.ndarray, rotation: np.ndarray,
@@ -56,7 +57,7 @@ def plot_score_field(path: str, points: np.ndarray, scores: np.ndarray, rotation
     grid = np.arange(points.shape[0]).reshape(side, side)[::step, ::step].ravel()
     ax.quiver(points[grid, 0], points[grid, 1], unit[grid, 0], unit[grid, 1], color="white", width=0.004)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str = "") -> str:
@@ -69,7 +70,7 @@ def plot_curves(path: str, curves: Mapping[str, tuple[Sequence[int], Sequence[fl
         ax.set_xlabel("step")
         ax.set_title(name)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_panels(path: str, panels: Mapping[str, np.ndarray], extent: tuple[float, float, float, float]) -> str:
@@ -80,4 +81,4 @@ def plot_panels(path: str, panels: Mapping[str, np.ndarray], extent: tuple[float
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -29,6 +29,16 @@ def _check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+_S = 1.0 / math.sqrt(2.0)
+#: Means of the 8-Gaussians modes: 8/√2 · {(±1, 0), (0, ±1), (±1/√2, ±1/√2)} (official order).
+EIGHT_GAUSSIANS_MEANS = tuple(
+    (8.0 * _S * a, 8.0 * _S * b)
+    for a, b in [(1, 0), (-1, 0), (0, 1), (0, -1), (_S, _S), (-_S, _S), (_S, -_S), (-_S, -_S)]
+)
+#: Per-coordinate standard deviation of each 8-Gaussians mode, 1/√2.
+EIGHT_GAUSSIANS_STD = _S
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def eight_gaussians(key: Array, n: int) -> Array:
     """Mixture of 8 Gaussians (official ``gaussian_8``).
@@ -39,13 +49,22 @@ def eight_gaussians(key: Array, n: int) -> Array:
     """
     n = _check_positive_int("n", n)
     key_centre, key_noise = jax.random.split(key)
-    s = 1.0 / math.sqrt(2.0)
-    unit = jnp.array(
-        [(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (-s, s), (s, -s), (-s, -s)], jnp.float32
-    )
-    centres = 8.0 * unit[jax.random.randint(key_centre, (n,), 0, 8)]
+    means = jnp.asarray(EIGHT_GAUSSIANS_MEANS)
     z = jax.random.normal(key_noise, (n, 2), jnp.float32)
-    return s * (z + centres)
+    return means[jax.random.randint(key_centre, (n,), 0, 8)] + EIGHT_GAUSSIANS_STD * z
+
+
+def eight_gaussians_score(x: Array, sigma: Array | float) -> Array:
+    """Exact score of the 8-Gaussians law convolved with N(0, σ²I), i.e. of x + σz.
+
+    Each mode becomes N(μ_k, v I) with v = ½ + σ², so ∇ log p_σ(x) = Σ_k w_k (μ_k − x)/v with
+    w = softmax_k(−‖x − μ_k‖²/(2v)). ``x`` is ``[B, 2]``, ``sigma`` a scalar or ``[B]``.
+    """
+    means = jnp.asarray(EIGHT_GAUSSIANS_MEANS, x.dtype)
+    var = EIGHT_GAUSSIANS_STD**2 + jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:1]) ** 2
+    diff = means[None] - x[:, None]  # [B, 8, 2]
+    weights = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var[:, None], axis=-1)
+    return jnp.einsum("bk,bkd->bd", weights, diff) / var[:, None]
 
 
 @functools.partial(jax.jit, static_argnums=1)

@@ -39,7 +39,9 @@ from sgm_jax.train import build_score_model, load_checkpoint, train_data
 _EVAL_SEED_OFFSET = 10_000  # evaluation randomness is independent of the training keys
 
 
-def _restore(config, workdir: str):
+def restore_score_model(config, workdir: str):
+    """``(step, sde, score_fn)`` of the chosen checkpoint (``eval.checkpoint``, −1 = latest) of the
+    run in ``workdir``: the score function of its EMA parameters, ``score_fn(x, t) -> s``."""
     state = load_checkpoint(config, workdir, config.eval.checkpoint)
     sde = sde_from_config(config)
     score_model = build_score_model(config, model_from_config(config), sde)(state.ema_params)
@@ -84,10 +86,12 @@ def _level_metrics(sde, score_model, x0, data, key, num_levels):
             {k: np.asarray(v).tolist() for k, v in per_level.items()}, np.asarray(levels).tolist())
 
 
-def _nll(config, sde, score_model, x):
+def nll_nats(config, sde, score_fn, x) -> tuple[np.ndarray, int]:
+    """Per-point NLL in nats of ``x`` under the probability-flow ODE of ``sde`` and ``score_fn``
+    (exact divergence, ``config.sampling`` rtol/atol/eps) and the solver's NFE."""
     s = config.sampling
     logp, _, nfe = jax.jit(lambda x: log_likelihood(
-        sde, score_model, x, divergence="exact", rtol=s.rtol, atol=s.atol, eps=s.eps))(x)
+        sde, score_fn, x, divergence="exact", rtol=s.rtol, atol=s.atol, eps=s.eps))(x)
     return -np.asarray(logp), int(nfe)
 
 
@@ -104,7 +108,7 @@ def density_on_grid(config, sde, score_model, data: np.ndarray, side: int = 60):
     """The model's log-density (probability-flow ODE, exact divergence) on a ``side``² grid
     spanning ``data``: ``(xs, ys, log_density [side, side])``."""
     xs, ys, grid = _grid(data, side)
-    logp = -_nll(config, sde, score_model, jnp.asarray(grid))[0]
+    logp = -nll_nats(config, sde, score_model, jnp.asarray(grid))[0]
     return xs, ys, logp.reshape(len(ys), len(xs))
 
 
@@ -160,14 +164,14 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     Raises ``ValueError`` when ``workdir`` has no checkpoint. Returns the results dict written
     to ``workdir/eval/metrics_step_<step>.json``.
     """
-    step, sde, score_model = _restore(config, workdir)
+    step, sde, score_model = restore_score_model(config, workdir)
     data = train_data(config)
     e = config.eval
     key_levels, key_samples = jax.random.split(jax.random.PRNGKey(config.seed + _EVAL_SEED_OFFSET))
     x0 = jnp.asarray(data[: e.num_points])
     means, per_level, levels = _level_metrics(sde, score_model, x0, jnp.asarray(data), key_levels,
                                               e.num_levels)
-    nll, nll_nfe = _nll(config, sde, score_model, jnp.asarray(data[: e.nll_num_points]))
+    nll, nll_nfe = nll_nats(config, sde, score_model, jnp.asarray(data[: e.nll_num_points]))
     samples, sampler_nfe = _draw_samples(config, sde, score_model, key_samples, data.shape[1:])
     quality = prdc(data[: config.sampling.num_samples], samples, nearest_k=e.prdc_k)
     results = {"step": step, **means, "nll": float(np.mean(nll)), "nll_nfe": nll_nfe,
@@ -185,7 +189,7 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
 def sample(config, workdir: str) -> str:
     """Draw ``sampling.num_samples`` samples; write ``samples_step_<step>.npz`` and a PNG plot."""
-    step, sde, score_model = _restore(config, workdir)
+    step, sde, score_model = restore_score_model(config, workdir)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + _EVAL_SEED_OFFSET), step)
     data = train_data(config)
     samples, nfe = _draw_samples(config, sde, score_model, key, data.shape[1:])

@@ -187,3 +187,19 @@ def test_bad_batch_arguments():
         datasets.toy_batches((data, jnp.zeros(9)), key, 2)
     with pytest.raises(ValueError, match="one leading size"):
         datasets.toy_batches(jnp.zeros(()), key, 1)
+
+
+def _eight_gaussians_log_density(x, sigma):
+    means = np.asarray(datasets.EIGHT_GAUSSIANS_MEANS)
+    var = datasets.EIGHT_GAUSSIANS_STD**2 + sigma**2
+    sq = jnp.sum((x[None] - means) ** 2, axis=-1)
+    return jax.scipy.special.logsumexp(-0.5 * sq / var) - math.log(8 * 2 * math.pi * var)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1, 1.0, 3.0])
+def test_eight_gaussians_score_is_the_gradient_of_the_mixture_log_density(sigma):
+    x = 6.0 * jax.random.normal(jax.random.key(0), (64, 2))
+    expected = jax.vmap(jax.grad(_eight_gaussians_log_density), (0, None))(x, sigma)
+    np.testing.assert_allclose(datasets.eight_gaussians_score(x, sigma), expected,
+                               rtol=1e-5, atol=1e-5)
+

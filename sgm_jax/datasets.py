@@ -67,14 +67,9 @@ def eight_gaussians_score(x: Array, sigma: Array | float) -> Array:
     return jnp.einsum("bk,bkd->bd", weights, diff) / var[:, None]
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def spirals(key: Array, n: int) -> Array:
-    """Two interleaved spirals (official ``spiral_2``).
-
-    With independent U, U′, U″ ~ U(0, 1): angle a = √U·3π (540°),
-    d = (−a·cos a + 0.5·U′, a·sin a + 0.5·U″); the points are [d; −d]·2.3/3 (first half d,
-    second half −d). For odd ``n`` the last −d point is dropped.
-    """
+def spiral_arms(key: Array, n: int) -> Array:
+    """The two spiral arms of ``spirals`` in generation order: the first ⌈n/2⌉ rows are the arm
+    d, the rest −d (for odd ``n`` the last −d point is dropped)."""
     n = _check_positive_int("n", n)
     m = (n + 1) // 2
     key_angle, key_jitter = jax.random.split(key)
@@ -82,6 +77,19 @@ def spirals(key: Array, n: int) -> Array:
     jitter = 0.5 * jax.random.uniform(key_jitter, (m, 2), jnp.float32)
     d = jnp.stack([-jnp.cos(a) * a, jnp.sin(a) * a], axis=1) + jitter
     return (jnp.concatenate([d, -d], axis=0) * (2.3 / 3.0))[:n]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def spirals(key: Array, n: int) -> Array:
+    """Two interleaved spirals (official ``spiral_2``), rows in random order.
+
+    With independent U, U′, U″ ~ U(0, 1): angle a = √U·3π (540°),
+    d = (−a·cos a + 0.5·U′, a·sin a + 0.5·U″); the points are [d; −d]·2.3/3 (``spiral_arms``),
+    shuffled, so that any prefix of the set is a sample of both arms — as the official tfds
+    builder's set, which tfds shuffles when it writes the records.
+    """
+    key_arms, key_order = jax.random.split(key)
+    return jax.random.permutation(key_order, spiral_arms(key_arms, n))
 
 
 @functools.partial(jax.jit, static_argnums=1)

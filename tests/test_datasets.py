@@ -79,8 +79,27 @@ def test_checkerboard_black_squares_equal_mass():
     assert chi2 < 29.9  # 99.99 % quantile of chi-square with 7 degrees of freedom
 
 
-def test_spirals_geometry():
+def test_spirals_are_the_two_arms_in_random_order():
+    key = jax.random.key(0)
     x = _points("spirals")
+    arms = np.asarray(datasets.spiral_arms(jax.random.split(key)[0], N))
+    distance, index = cKDTree(arms).query(x)
+    assert distance.max() < 1e-5 and len(np.unique(index)) == N  # a permutation of the arms
+    assert not np.array_equal(x, arms)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_prefix_is_a_sample_of_the_whole_set(name):
+    # Evaluation uses the first points of the training set: they must follow the same law as the
+    # rest. The means of the first 5000 and of the other points agree within 5 standard errors.
+    x = _points(name)
+    head, tail = x[:5000], x[5000:]
+    se = np.sqrt(head.var(0, ddof=1) / len(head) + tail.var(0, ddof=1) / len(tail))
+    assert np.all(np.abs(head.mean(0) - tail.mean(0)) < 5 * se)
+
+
+def test_spirals_geometry():
+    x = np.asarray(datasets.spiral_arms(jax.random.key(0), N))
     half = N // 2
     np.testing.assert_array_equal(x[half:], -x[:half])
     jitter = 0.5 * math.sqrt(2)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 
 import jax
@@ -39,6 +38,7 @@ from sgm_jax.datasets import make_toy_dataset  # noqa: E402
 from sgm_jax.losses import dsm_loss, parzen_score, qc_loss  # noqa: E402
 from sgm_jax.metrics import asym, nasym, score_error  # noqa: E402
 from sgm_jax.models import OneLayerAutoencoder, autoencoder_weights  # noqa: E402
+from report import write_text  # noqa: E402
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365}
 METRICS = ("skew", "diff", "lqc", "score_err")
@@ -212,9 +212,7 @@ def main(argv=None):
                                            args.sigma)))
     text = report(finals, curves, floor, args, time.time() - start)
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out_md)), exist_ok=True)
-    with open(args.out_md, "w") as f:
-        f.write(text)
+    write_text(args.out_md, text)
 
 
 def report(finals, curves, floor, args, seconds):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 
 import jax
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 from sgm_jax import plots  # noqa: E402
 from sgm_jax.metrics import asym, nasym  # noqa: E402
 from sgm_jax.sampling import langevin_dynamics  # noqa: E402
+from report import write_text  # noqa: E402
 
 EPSILONS = (0.0, 0.5e-3, 0.75e-3, 1.0e-3, 1.5e-3, 1.75e-3, 2.25e-3)  # official list
 OFFICIAL_FLOOR = 1e-8
@@ -197,9 +197,7 @@ def main(argv=None):
                       min(shown + 2, args.steps))
     text = report(rows, esm_rows, args, radius, time.time() - start)
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out_md)), exist_ok=True)
-    with open(args.out_md, "w") as f:
-        f.write(text)
+    write_text(args.out_md, text)
 
 
 def report(rows, esm_rows, args, radius, seconds):

@@ -33,6 +33,7 @@ from sgm_jax.evaluate import evaluate, nll_nats, restore_score_model  # noqa: E4
 from sgm_jax.losses import parzen_score  # noqa: E402
 from sgm_jax.metrics import nasym  # noqa: E402
 from sgm_jax.train import train, train_data  # noqa: E402
+from report import write_text  # noqa: E402
 
 DATASETS = ("8gaussians", "spirals", "checkerboard")
 MODELS = ("c", "u", "qc")
@@ -277,9 +278,7 @@ def main(argv=None) -> None:
             previous = f.read()
         if DISCUSSION_HEADING in previous:
             discussion = "\n" + previous[previous.index(DISCUSSION_HEADING):]
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(markdown(results, references, command) + discussion)
+    write_text(args.out, markdown(results, references, command) + discussion)
     print(f"wrote {args.out}")
 
 

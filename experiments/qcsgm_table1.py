@@ -109,6 +109,10 @@ def reference_nll(dataset: str, root: str, overrides: dict, kinds=REFERENCES) ->
     if os.path.exists(path):
         with open(path) as f:
             result = json.load(f)
+    if dataset != "8gaussians":
+        kinds = [name for name in kinds if name != "closed_form"]
+    if all(name in result for name in kinds):
+        return {name: result[name] for name in kinds}
     config = toy_config(dataset, "u", 0, overrides)  # the SDE and training set of seed 0
     sde = sde_from_config(config)
     data = jnp.asarray(train_data(config))

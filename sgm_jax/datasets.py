@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgm_jax.losses import parzen_score
+
 Array = jax.Array
 Data = Array | tuple[Array, ...]
 
@@ -57,14 +59,13 @@ def eight_gaussians(key: Array, n: int) -> Array:
 def eight_gaussians_score(x: Array, sigma: Array | float) -> Array:
     """Exact score of the 8-Gaussians law convolved with N(0, σ²I), i.e. of x + σz.
 
-    Each mode becomes N(μ_k, v I) with v = ½ + σ², so ∇ log p_σ(x) = Σ_k w_k (μ_k − x)/v with
-    w = softmax_k(−‖x − μ_k‖²/(2v)). ``x`` is ``[B, 2]``, ``sigma`` a scalar or ``[B]``.
+    Each mode becomes N(μ_k, v I) with v = ½ + σ²; an equal-weight mixture of such modes is the
+    Parzen density of the 8 means at bandwidth √v, so this is ``losses.parzen_score`` there.
+    ``x`` is ``[B, 2]``, ``sigma`` a scalar or ``[B]``.
     """
     means = jnp.asarray(EIGHT_GAUSSIANS_MEANS, x.dtype)
-    var = EIGHT_GAUSSIANS_STD**2 + jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:1]) ** 2
-    diff = means[None] - x[:, None]  # [B, 8, 2]
-    weights = jax.nn.softmax(-0.5 * jnp.sum(diff**2, axis=-1) / var[:, None], axis=-1)
-    return jnp.einsum("bk,bkd->bd", weights, diff) / var[:, None]
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:1])
+    return parzen_score(x, means, jnp.sqrt(EIGHT_GAUSSIANS_STD**2 + sigma**2))
 
 
 def spiral_arms(key: Array, n: int) -> Array:

@@ -25,6 +25,7 @@ from benchmarks.toy import median_step_seconds  # noqa: E402
 from sgm_jax import parallel, plots  # noqa: E402
 from sgm_jax.evaluate import density_on_grid  # noqa: E402
 from sgm_jax.train import Experiment, load_latest, train  # noqa: E402
+from report import write_keeping_discussion  # noqa: E402
 
 TIMED = ("ssm", "fd_ssm", "dsm", "lcss", "esm", "ism")
 PAPER_MS = {"ssm": 497, "fd_ssm": 445, "dsm": 430, "lcss": 419}  # LCSS Table 2, checkerboard MLP
@@ -108,8 +109,7 @@ def main(argv=None) -> None:
     if args.n_iters is not None and args.n_iters < 1000:
         lines += [f"The models were trained for {args.n_iters} of the configs' 1000 steps, so these are the "
                   "densities of undertrained models; the same command without `--n-iters` trains them fully.", ""]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
+    write_keeping_discussion(args.out, "\n".join(lines))
     print(f"wrote {args.out} and {figure}")
 
 

@@ -33,7 +33,7 @@ from sgm_jax.evaluate import evaluate, nll_nats, restore_score_model  # noqa: E4
 from sgm_jax.losses import parzen_score  # noqa: E402
 from sgm_jax.metrics import nasym  # noqa: E402
 from sgm_jax.train import train, train_data  # noqa: E402
-from report import write_text  # noqa: E402
+from report import write_keeping_discussion  # noqa: E402
 
 DATASETS = ("8gaussians", "spirals", "checkerboard")
 MODELS = ("c", "u", "qc")
@@ -132,9 +132,6 @@ def reference_nll(dataset: str, root: str, overrides: dict, kinds=REFERENCES) ->
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     return {name: result[name] for name in kinds if name in result}
-
-
-DISCUSSION_HEADING = "## Distance from the paper"
 
 
 def grid_nasym(dataset: str, model: str, seed: int, root: str, overrides: dict,
@@ -276,13 +273,7 @@ def main(argv=None) -> None:
                 f"{m}={np.mean([r[m] for r in runs]):.4g}" for m in METRICS), flush=True)
     references = {d: reference_nll(d, args.workdir, overrides, args.reference)
                   for d in args.datasets} if args.reference else {}
-    discussion = ""
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            previous = f.read()
-        if DISCUSSION_HEADING in previous:
-            discussion = "\n" + previous[previous.index(DISCUSSION_HEADING):]
-    write_text(args.out, markdown(results, references, command) + discussion)
+    write_keeping_discussion(args.out, markdown(results, references, command))
     print(f"wrote {args.out}")
 
 

@@ -183,7 +183,7 @@ def print_tables(objectives: list[dict], dims: list[dict]) -> None:
         ms = f"{r['ms']:10.2f}" if r["ms"] is not None else f"{'—':>10s}"
         ratio = f"{r['ratio_to_dsm']:7.2f}" if r["ratio_to_dsm"] is not None else f"{'—':>7s}"
         print(f"{r['setup']:6s} {r['objective']:9s} {ms} {ratio}  {r['note']}")
-    print("\nISM (exact trace, batched JVPs) vs SSM-VR vs D sequential backward passes, batch 256")
+    print("\nISM (exact trace, D JVPs on one linearisation) vs SSM-VR vs D sequential backward passes, batch 256")
     print(f"{'D':>5s} {'ISM ms':>9s} {'SSM ms':>9s} {'naive ms':>9s} {'ISM/SSM':>8s} {'naive/ISM':>9s}")
     for r in dims:
         print(f"{r['D']:5d} {r['ism_ms']:9.2f} {r['ssm_vr_ms']:9.2f} {r['naive_ism_ms']:9.2f} "

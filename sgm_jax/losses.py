@@ -139,9 +139,10 @@ def esm_from_score(s: Array, target: Array) -> Array:
 def ism_loss(score_fn: ScoreFn, x: Array) -> Array:
     """Implicit score matching ½‖s(x)‖² + tr(∂s/∂x) with the exact trace (Eq. 3).
 
-    The trace takes D Jacobian-vector products against the basis vectors, batched with ``vmap``
-    (in blocks to bound memory) over one shared linearisation: O(D) forward-mode passes, O(1)
-    primal passes. Use it for small D; :func:`ssm_loss` is the scalable estimator.
+    The trace takes D Jacobian-vector products against the basis vectors over one shared
+    linearisation (unrolled for small D on CPU, else vmapped in memory-bounded blocks; see
+    ``sgm_jax/_jacobian.py``): O(D) forward-mode passes, O(1) primal passes. Use it for small D;
+    :func:`ssm_loss` is the scalable estimator.
     """
     val.check_batched("x", x)
     s, jvp_fn = jax.linearize(lambda y: val.checked_call(score_fn, y), x)

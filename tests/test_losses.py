@@ -22,7 +22,7 @@ from exact_reference import (
     mlp_score,
     per_example_jacobian,
 )
-from sgm_jax import losses
+from sgm_jax import _jacobian, losses
 
 NUM_KEYS = 3000
 SHAPES = {"vector": (5,), "image": (3, 3, 2)}
@@ -42,8 +42,12 @@ def _over_keys(estimator, num=NUM_KEYS, seed=7):
 # ---------------------------------------------------------------------------- ISM
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+LOOPED_SHAPE = (5, 5, 3)  # D = 75: the basis JVPs run through lax.map instead of being unrolled
+
+
+@pytest.mark.parametrize("shape", [*SHAPES.values(), LOOPED_SHAPE], ids=[*SHAPES.keys(), "looped"])
 def test_ism_equals_half_norm_plus_jacfwd_trace(shape):
+    assert np.prod(LOOPED_SHAPE) > _jacobian._UNROLL_MAX_DIM
     _, score, x = _field(shape)
     np.testing.assert_allclose(jax.jit(lambda x: losses.ism_loss(score, x))(x),
                                jax.jit(lambda x: exact_ism(score, x))(x), rtol=1e-5, atol=1e-5)

@@ -73,9 +73,19 @@ def toy_config(dataset: str, model: str, seed: int, overrides: dict):
     return config
 
 
+def run_dir(root: str, dataset: str, model: str, seed: int) -> str:
+    """The work directory of one Table 1 run under ``root``."""
+    return os.path.join(root, f"{dataset}_{model}_seed{seed}")
+
+
+def result_file(root: str, dataset: str, model: str, seed: int) -> str:
+    """Where a finished run keeps its evaluation results."""
+    return os.path.join(run_dir(root, dataset, model, seed), "table1_result.json")
+
+
 def run_one(dataset: str, model: str, seed: int, root: str, overrides: dict) -> dict:
-    workdir = os.path.join(root, f"{dataset}_{model}_seed{seed}")
-    result_path = os.path.join(workdir, "table1_result.json")
+    workdir = run_dir(root, dataset, model, seed)
+    result_path = result_file(root, dataset, model, seed)
     if os.path.exists(result_path):
         with open(result_path) as f:
             return json.load(f)
@@ -141,7 +151,7 @@ def grid_nasym(dataset: str, model: str, seed: int, root: str, overrides: dict,
     p_σ(x̃) normalised over the grid (p_σ: the Parzen density of the training set at σ_t),
     at the same levels t_l = l/L as ``evaluate``; the mean over levels. The run must be finished.
     """
-    workdir = os.path.join(root, f"{dataset}_{model}_seed{seed}")
+    workdir = run_dir(root, dataset, model, seed)
     path = os.path.join(workdir, "grid_nasym.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -228,7 +238,7 @@ def cached_runs(dataset: str, model: str, seeds: list[int], root: str) -> list[d
     """The finished runs among ``seeds`` (no training)."""
     runs = []
     for seed in seeds:
-        path = os.path.join(root, f"{dataset}_{model}_seed{seed}", "table1_result.json")
+        path = result_file(root, dataset, model, seed)
         if os.path.exists(path):
             with open(path) as f:
                 runs.append({**json.load(f), "seed": seed})

@@ -52,11 +52,6 @@ def check_sigma(name: str, sigma, x: Array) -> Array:
     return sigma.astype(jnp.result_type(x))
 
 
-def broadcast_sigma(sigma: Array, x: Array) -> Array:
-    """Reshape a scalar or [B] sigma so that it broadcasts against x [B, *event]."""
-    return sigma.reshape(sigma.shape + (1,) * (jnp.ndim(x) - 1)) if sigma.ndim else sigma
-
-
 def check_positive(name: str, value) -> None:
     concrete = concrete_value(value)
     if concrete is not None and not (np.all(np.isfinite(concrete)) and np.all(concrete > 0)):

@@ -25,29 +25,21 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgm_jax._batch import batch_times, sum_event
 from sgm_jax._jacobian import jacobian_trace
 from sgm_jax._validation import check_batched, check_choice, check_positive_int, concrete_value
+from sgm_jax.losses import PROJECTIONS, draw_probes
+from sgm_jax.ode import integrate_ode
 from sgm_jax.sde import SDE
 
 Array = jax.Array
-ScoreFn = Callable[[Array, Array], Array]
+ScoreModel = Callable[[Array, Array], Array]
 
 DIVERGENCES = ("exact", "hutchinson")
-PROJECTIONS = ("rademacher", "gaussian")
-SOLVERS = {"dopri5": diffrax.Dopri5, "tsit5": diffrax.Tsit5}
-
-# Both solvers are 7-stage FSAL Runge–Kutta methods: every step attempt (accepted or rejected)
-# evaluates 6 new stages, and the very first attempt also evaluates the first stage f(t0, y0).
-# The initial step is given explicitly (no step-size heuristic, whose evaluations would differ
-# across diffrax versions: 0.7.2 skips it for wrapped terms and always starts with dt = 0.01).
-_NEW_STAGES_PER_STEP = 6
-_EXTRA_EVALUATIONS = 1
-_INITIAL_STEP_FRACTION = 0.01
 
 
 def _positive_float(name: str, value):
@@ -60,17 +52,9 @@ def _positive_float(name: str, value):
     return float(concrete)
 
 
-def _draw_probes(key: Array, num_probes: int, x: Array, projection: str) -> Array:
-    """K probes [K, B, *event] with E[v vᵀ] = I, independent across examples."""
-    shape = (num_probes,) + x.shape
-    if projection == "rademacher":
-        return jax.random.rademacher(key, shape, dtype=x.dtype)
-    return jax.random.normal(key, shape, dtype=x.dtype)
-
-
 def log_likelihood(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_model: ScoreModel,
     x: Array,
     key: Array | None = None,
     *,
@@ -83,12 +67,12 @@ def log_likelihood(
     solver: str = "dopri5",
     max_steps: int = 4096,
 ) -> tuple[Array, Array, Array]:
-    """Log-density log p_eps(x) in nats under the probability-flow ODE of ``sde`` and ``score_fn``.
+    """Log-density log p_eps(x) in nats under the probability-flow ODE of ``sde`` and a score model.
 
     Args:
-      sde: the forward SDE (its ``reverse(score_fn, probability_flow=True)`` gives f̃ and its
+      sde: the forward SDE (its ``reverse(score_model, probability_flow=True)`` gives f̃ and its
         ``prior_logp`` the density at T).
-      score_fn: batched ``score_fn(x, t) -> s``, x [B, *event], t [B].
+      score_model: batched ``score_model(x, t) -> s``, x [B, *event], t [B].
       x: data [B, *event] (floating point), the points at t = eps.
       key: PRNG key for the Hutchinson probes; required for ``divergence="hutchinson"``,
         ignored for ``"exact"``.
@@ -101,29 +85,22 @@ def log_likelihood(
         be traced scalars, so one compiled function serves a sweep of tolerances.
       eps: start time, static (``score_sde`` uses 1e-5); the result is the density of p_eps,
         not of p_0.
-      solver: ``"dopri5"`` (RK45, the ``score_sde`` method) or ``"tsit5"``.
+      solver: a solver of ``sgm_jax.ode.ODE_SOLVERS`` (``"dopri5"`` is the RK45 of ``score_sde``).
       max_steps: cap on step attempts; diffrax raises an error if it is reached.
 
     Returns:
       ``(logp, z, nfe)``: logp [B] in nats; z = x(T) [B, *event]; nfe, an int32 scalar array,
-      the number of evaluations of the augmented vector field (each is one forward pass of
-      ``score_fn`` plus D or K JVPs through it): nfe = 6·num_steps + 1, where num_steps =
-      ``sol.stats["num_steps"]`` counts accepted and rejected step attempts (6 new stages per
-      FSAL attempt, plus f(eps, x) on the first). It is exact unless the very first attempt (of
-      size dt0 = 0.01 (T − eps)) is rejected: each such rejection re-evaluates f(eps, x), which
-      the solver statistics do not record. (scipy's ``nfev`` in ``score_sde`` is
-      6·attempts + 2, its initial step heuristic costing one more evaluation.)
+      the number of evaluations of the augmented vector field (each is one forward pass of the
+      score model plus D or K JVPs through it), counted by the rule of :mod:`sgm_jax.ode`.
 
     The configuration (everything but ``x``, ``key``, ``rtol``, ``atol``) is static: ``jax.jit`` a
-    ``functools.partial`` that fixes ``sde``, ``score_fn`` and those keyword arguments, e.g.
-    ``jax.jit(partial(log_likelihood, sde, score_fn, divergence="hutchinson"))(x, key)``.
+    ``functools.partial`` that fixes ``sde``, ``score_model`` and those keyword arguments, e.g.
+    ``jax.jit(partial(log_likelihood, sde, score_model, divergence="hutchinson"))(x, key)``.
     Called without ``jit``, every call re-traces and re-compiles the solve (seconds).
     """
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("projection", projection, PROJECTIONS)
-    check_choice("solver", solver, tuple(SOLVERS))
     check_positive_int("num_probes", num_probes)
-    check_positive_int("max_steps", max_steps)
     rtol, atol = _positive_float("rtol", rtol), _positive_float("atol", atol)
     eps_value = concrete_value(eps)
     if eps_value is None or eps_value.shape != () or not 0 < eps_value < sde.T:
@@ -137,51 +114,37 @@ def log_likelihood(
     if divergence == "hutchinson":
         if key is None:
             raise ValueError('divergence="hutchinson" needs a PRNG key; got key=None.')
-        probes = _draw_probes(key, num_probes, x, projection)
+        probes = draw_probes(key, (num_probes, *x.shape), projection, x.dtype)
     else:
         probes = None
 
-    batch, event_axes = x.shape[0], tuple(range(1, x.ndim))
-
     def checked_score(y, t):
-        s = score_fn(y, t)
+        s = score_model(y, t)
         if jnp.shape(s) != y.shape:
-            raise ValueError(f"score_fn must return an array of the input's shape {y.shape}; "
+            raise ValueError(f"score_model must return an array of the input's shape {y.shape}; "
                              f"got shape {jnp.shape(s)}.")
         return s
 
     flow = sde.reverse(checked_score, probability_flow=True)
 
-    def vector_field(t, state, args):
+    def vector_field(t, state):
         y, _ = state
-        vec_t = jnp.full((batch,), t, dtype=y.dtype)
 
         def drift(z):
-            return flow.sde(z, vec_t)[0]
+            return flow.sde(z, batch_times(t, z))[0]
 
         if probes is None:  # one primal pass, then D basis JVPs through its linearisation
             dy, jvp_fn = jax.linearize(drift, y)
             div = jacobian_trace(jvp_fn, y)
         else:  # forward mode, K tangents batched: the primal is computed once, no residuals kept
             dy, jv = jax.vmap(lambda v: jax.jvp(drift, (y,), (v,)), out_axes=(None, 0))(probes)
-            div = jnp.mean(jnp.sum(probes * jv, axis=tuple(a + 1 for a in event_axes)), axis=0)
+            div = jnp.mean(jax.vmap(sum_event)(probes * jv), axis=0)
         return dy, div.astype(y.dtype)
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        SOLVERS[solver](),
-        t0=eps,
-        t1=sde.T,
-        dt0=_INITIAL_STEP_FRACTION * (sde.T - eps),
-        y0=(x, jnp.zeros((batch,), x.dtype)),
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-    )
-    z, delta = sol.ys[0][-1], sol.ys[1][-1]
-    logp = sde.prior_logp(z) + delta
-    nfe = _NEW_STAGES_PER_STEP * jnp.asarray(sol.stats["num_steps"]) + _EXTRA_EVALUATIONS
-    return logp, z, nfe
+    (z, delta), nfe = integrate_ode(vector_field, (x, jnp.zeros((x.shape[0],), x.dtype)), eps,
+                                    sde.T, rtol=rtol, atol=atol, solver=solver,
+                                    max_steps=max_steps)
+    return sde.prior_logp(z) + delta, z, nfe
 
 
 def bits_per_dim(logp_nats: Array, event_shape, offset: float = 0.0) -> Array:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from sgm_jax import _validation as val
+from sgm_jax._batch import per_example, sq_norm, sum_event
 from sgm_jax._jacobian import jacobian_trace, linearize_score
 
 Array = jax.Array
@@ -42,13 +43,14 @@ PROJECTIONS = ("rademacher", "gaussian")
 _PARZEN_CHUNK_ELEMENTS = 1 << 22  # elements of one [B, chunk, D] difference block (16 MiB in f32)
 
 
-def _sum_event(a: Array) -> Array:
-    """Sum over every axis but the leading (batch) one."""
-    return jnp.sum(a, axis=tuple(range(1, a.ndim)))
-
-
-def _sq_norm(a: Array) -> Array:
-    return _sum_event(a * a)
+def _over_probes(fn: Callable, v: Array):
+    """``fn`` applied to every probe of ``v`` [K, B, *event], its outputs stacked along a leading
+    K axis. K > 1 probes run as one ``vmap``; a single probe is passed straight to ``fn``: a vmap
+    over an axis of size 1 surrounds every convolution of the linearised network with layout
+    copies (XLA:CPU, ``small_conv`` QC step: 7 % more bytes accessed, see BUILD.md)."""
+    if v.shape[0] == 1:
+        return jax.tree_util.tree_map(lambda a: a[None], fn(v[0]))
+    return jax.vmap(fn)(v)
 
 
 def draw_probes(key: Array, shape: tuple[int, ...], projection: str, dtype) -> Array:
@@ -129,7 +131,7 @@ def esm_loss(score_fn: ScoreFn, x: Array, data: Array, sigma: Array | float, *,
 
 def esm_from_score(s: Array, target: Array) -> Array:
     """½‖s − target‖² with the (gradient-free) Parzen target of Eq. 1."""
-    return 0.5 * _sq_norm(s - jax.lax.stop_gradient(target))
+    return 0.5 * sq_norm(s - jax.lax.stop_gradient(target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def ism_loss(score_fn: ScoreFn, x: Array) -> Array:
 
 def ism_from_linearization(s: Array, jvp_fn, x: Array) -> Array:
     """½‖s‖² + tr J from the score ``s`` at ``x`` and its JVP map (Eq. 3)."""
-    return 0.5 * _sq_norm(s) + jacobian_trace(jvp_fn, x)
+    return 0.5 * sq_norm(s) + jacobian_trace(jvp_fn, x)
 
 
 def ssm_loss(score_fn: ScoreFn, x: Array, key: Array, num_projections: int = 1,
@@ -172,10 +174,10 @@ def ssm_loss(score_fn: ScoreFn, x: Array, key: Array, num_projections: int = 1,
 
 def ssm_from_linearization(s: Array, jvp_fn, v: Array, variance_reduction: bool = True) -> Array:
     """Eq. 5 from the score ``s``, its JVP map and probes ``v`` [K, B, *event], mean over K."""
-    vjv = jax.vmap(lambda p: _sum_event(p * jvp_fn(p)))(v)
+    vjv = _over_probes(lambda p: sum_event(p * jvp_fn(p)), v)
     if variance_reduction:
-        return jnp.mean(vjv, axis=0) + 0.5 * _sq_norm(s)
-    vs = jax.vmap(lambda p: _sum_event(p * s))(v)
+        return jnp.mean(vjv, axis=0) + 0.5 * sq_norm(s)
+    vs = jax.vmap(lambda p: sum_event(p * s))(v)
     return jnp.mean(vjv + 0.5 * vs**2, axis=0)
 
 
@@ -194,7 +196,7 @@ def fd_ssm_loss(score_fn: ScoreFn, x: Array, key: Array, eps: float = 0.01,
     v = draw_probes(key, x.shape, projection, x.dtype)
     shifted = jnp.stack([x + eps * v, x - eps * v])
     s_plus, s_minus = jax.vmap(lambda y: val.checked_call(score_fn, y))(shifted)
-    return _sum_event(v * (s_plus - s_minus)) / (2.0 * eps) + 0.125 * _sq_norm(s_plus + s_minus)
+    return sum_event(v * (s_plus - s_minus)) / (2.0 * eps) + 0.125 * sq_norm(s_plus + s_minus)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,14 +212,14 @@ def perturb(x: Array, key: Array, sigma: Array) -> tuple[Array, Array]:
 def dsm_loss(score_fn: ScoreFn, x: Array, key: Array, sigma: Array | float) -> Array:
     """Denoising score matching ½‖s(x̃) + z/σ‖², x̃ = x + σz (Vincent 2011; Eq. 6)."""
     val.check_batched("x", x)
-    sig = val.broadcast_sigma(val.check_sigma("sigma", sigma, x), x)
+    sig = per_example(val.check_sigma("sigma", sigma, x), x)
     x_tilde, z = perturb(x, key, sig)
     return dsm_from_score(val.checked_call(score_fn, x_tilde), z, sig)
 
 
 def dsm_from_score(s: Array, z: Array, sigma: Array) -> Array:
     """½‖s(x̃) + z/σ‖² given s(x̃) at x̃ = x + σz (Eq. 6); ``sigma`` broadcasts against ``z``."""
-    return 0.5 * _sq_norm(s + z / sigma)
+    return 0.5 * sq_norm(s + z / sigma)
 
 
 def lcss_loss(score_fn: ScoreFn, x: Array, key: Array, sigma: Array | float) -> Array:
@@ -225,16 +227,23 @@ def lcss_loss(score_fn: ScoreFn, x: Array, key: Array, sigma: Array | float) -> 
 
     s(x′)ᵀ(x′ − x)/σ² + ½‖s(x′)‖² with x′ = x + σz. By Stein's identity its expectation over z
     equals E_{x′~N(x, σ²I)}[tr ∂s/∂x′ + ½‖s(x′)‖²], the ISM objective smoothed around x.
+
+    For one perturbation it is DSM (Eq. 6, :func:`dsm_loss`) less a constant:
+
+        s(x′)ᵀz/σ + ½‖s(x′)‖² = ½‖s(x′) + z/σ‖² − ½‖z‖²/σ²,
+
+    so with the same ``key`` (the same z) ``lcss_loss`` and ``dsm_loss`` have identical parameter
+    gradients, and ``dsm_loss − lcss_loss`` = ½‖z‖²/σ² exactly.
     """
     val.check_batched("x", x)
-    sig = val.broadcast_sigma(val.check_sigma("sigma", sigma, x), x)
+    sig = per_example(val.check_sigma("sigma", sigma, x), x)
     x_prime, z = perturb(x, key, sig)
     return lcss_from_score(val.checked_call(score_fn, x_prime), z, sig)
 
 
 def lcss_from_score(s: Array, z: Array, sigma: Array) -> Array:
     """s(x′)ᵀ z/σ + ½‖s(x′)‖² given s(x′) at x′ = x + σz, i.e. LCSS Eq. 18 with (x′ − x)/σ² = z/σ."""
-    return _sum_event(s * z / sigma) + 0.5 * _sq_norm(s)
+    return sum_event(s * z / sigma) + 0.5 * sq_norm(s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,9 +258,9 @@ def qc_terms(jvp_fn, vjp_fn, v: Array) -> tuple[Array, Array]:
 
     def one(p):
         jtv = vjp_fn(p)
-        return _sq_norm(jtv), _sum_event(jtv * jvp_fn(p))
+        return sq_norm(jtv), sum_event(jtv * jvp_fn(p))
 
-    return jax.vmap(one)(v)
+    return _over_probes(one, v)
 
 
 def qc_from_linearization(jvp_fn, vjp_fn, v: Array) -> Array:
@@ -294,7 +303,7 @@ def dlsm_loss(logits_fn: Callable[[Array], Array], score_fn: ScoreFn, x: Array, 
     """
     val.check_batched("x", x)
     val.check_labels("y", y, x)
-    sig = val.broadcast_sigma(val.check_sigma("sigma", sigma, x), x)
+    sig = per_example(val.check_sigma("sigma", sigma, x), x)
     x_tilde, z = perturb(x, key, sig)
 
     def log_likelihood(inputs):

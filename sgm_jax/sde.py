@@ -42,16 +42,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from sgm_jax._batch import per_example
 from sgm_jax._validation import check_choice, check_positive_int
 
 Array = jax.Array
-ScoreFn = Callable[[Array, Array], Array]
+ScoreModel = Callable[[Array, Array], Array]
 WEIGHTINGS = ("sigma2", "likelihood")
-
-
-def _per_example(c: Array, x: Array) -> Array:
-    """Reshape a per-example coefficient [B] so that it broadcasts against x [B, *event]."""
-    return jnp.reshape(c, jnp.shape(c) + (1,) * (jnp.ndim(x) - jnp.ndim(c)))
 
 
 def _finite_float(name: str, value) -> float:
@@ -108,11 +104,11 @@ class SDE(abc.ABC):
 
     def sde(self, x: Array, t: Array) -> tuple[Array, Array]:
         """(drift f(x, t) [B, *event], diffusion g(t) [B]) of the forward SDE."""
-        return _per_example(self.drift_coeff(t), x) * x, self.diffusion_coeff(t)
+        return per_example(self.drift_coeff(t), x) * x, self.diffusion_coeff(t)
 
     def marginal_prob(self, x: Array, t: Array) -> tuple[Array, Array]:
         """(mean c(t) x [B, *event], std σ_t [B]) of p_0t(x(t) | x(0) = x)."""
-        return _per_example(self.mean_coeff(t), x) * x, self.marginal_std(t)
+        return per_example(self.mean_coeff(t), x) * x, self.marginal_std(t)
 
     def prior_sampling(self, key: Array, shape: tuple[int, ...], dtype=float) -> Array:
         """A sample of the prior N(0, prior_std² I) with the given shape."""
@@ -149,15 +145,15 @@ class SDE(abc.ABC):
             return self.marginal_std(t) ** 2
         return self.likelihood_weighting(t)
 
-    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+    def reverse(self, score_model: ScoreModel, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (Eq. 6) or, with ``probability_flow``, the probability-flow ODE
-        (Eq. 13) driven by ``score_fn(x, t) -> s`` [B, *event]."""
-        return ReverseSDE(self, score_fn, bool(probability_flow))
+        (Eq. 13) driven by the score model ``score_model(x, t) -> s`` [B, *event]."""
+        return ReverseSDE(self, score_model, bool(probability_flow))
 
 
 @dataclasses.dataclass(frozen=True)
 class ReverseSDE:
-    """Reverse-time process of ``forward`` for a score s = ``score_fn(x, t)``, in forward time t:
+    """Reverse-time process of ``forward`` for a score s = ``score_model(x, t)``, in forward time t:
 
         reverse SDE:        drift f − g² s,    diffusion g   (integrate from t = T down to 0)
         probability flow:   drift f − ½ g² s,  diffusion 0
@@ -167,12 +163,12 @@ class ReverseSDE:
     """
 
     forward: SDE
-    score_fn: ScoreFn
+    score_model: ScoreModel
     probability_flow: bool = False
 
     def _reverse(self, f: Array, g: Array, x: Array, t: Array) -> tuple[Array, Array]:
         scale = 0.5 if self.probability_flow else 1.0
-        rev_f = f - scale * _per_example(g**2, x) * self.score_fn(x, t)
+        rev_f = f - scale * per_example(g**2, x) * self.score_model(x, t)
         return rev_f, jnp.zeros_like(g) if self.probability_flow else g
 
     def sde(self, x: Array, t: Array) -> tuple[Array, Array]:
@@ -294,7 +290,7 @@ class VPSDE(_LinearBetaSDE):
                 f"{self.beta_max}, N = {self.N}. Use more steps or an Euler–Maruyama step.")
         _, u = self._index(t)
         beta = (self.beta_min + u * (self.beta_max - self.beta_min)) / self.N
-        f = _per_example(-beta / (1 + jnp.sqrt(1 - beta)), x) * x
+        f = per_example(-beta / (1 + jnp.sqrt(1 - beta)), x) * x
         return f, jnp.sqrt(beta)
 
 

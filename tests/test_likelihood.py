@@ -119,7 +119,7 @@ def test_hutchinson_is_unbiased(projection, num_probes, sde, dim):
     g = Gaussian(sde, (dim,), seed=7)
     x = jnp.repeat(g.sample(0, 1), batch, axis=0)
     exact = g.expected(x[:1], 1e-5)[0][0]
-    est, _, _ = log_likelihood(sde, g.score, x, jax.random.key(1), divergence="hutchinson",
+    est, _, _ = log_likelihood(sde, g.score, x, jax.random.PRNGKey(1), divergence="hutchinson",
                                projection=projection, num_probes=num_probes)
     est = np.asarray(est, np.float64)
     se = est.std(ddof=1) / math.sqrt(batch)
@@ -134,13 +134,47 @@ def test_image_input_hutchinson_under_jit():
     x = g.sample(2, 3)
     fn = jax.jit(functools.partial(log_likelihood, sde, g.score, divergence="hutchinson",
                                    num_probes=2))
-    logp, z, nfe = fn(x, jax.random.key(5))
+    logp, z, nfe = fn(x, jax.random.PRNGKey(5))
     assert logp.shape == (3,) and z.shape == x.shape and nfe.dtype == jnp.int32
     want_logp, want_z = g.expected(x, 1e-5)
     np.testing.assert_allclose(logp, want_logp, rtol=1e-4, atol=5e-3)
     np.testing.assert_allclose(z, want_z, rtol=1e-3, atol=1e-3)
     bpd = bits_per_dim(logp, x.shape[1:], offset=dequantization_offset(centered=True))
     np.testing.assert_allclose(bpd, -want_logp / (16 * np.log(2)) + 7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_bits_per_dim_of_a_model_with_a_known_density(centered):
+    """8-bit images n, dequantised to v = n + u and scaled to y = a v/256 + b, under the VP flow of
+    the exact score of N(0, s0² I): the model density of y is the prior pushed back by that linear
+    flow, log N(z; 0, I) + (D/2) log(var_T/var_eps), z = y sqrt(var_T/var_eps). Its density in
+    integer units is p_y (a/256)^D, so bits/dim = −log2 of that over D, with no offset formula."""
+    sde, s0, event = VPSDE(), 0.3, (2, 3, 1)
+    dim = math.prod(event)
+    n = np.random.default_rng(0).integers(0, 256, size=(16, *event)).astype(np.uint8)
+    y = uniform_dequantize(jax.random.PRNGKey(1), n, centered=centered)
+
+    def coeffs(t, xp=np):  # c(t) and σ_t² of the VP SDE, written out
+        m = -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
+        return xp.exp(m), 1 - xp.exp(2 * m)
+
+    def score(x, t):
+        c, var = coeffs(t, jnp)
+        return -x / (c**2 * s0**2 + var)[:, None, None, None]
+
+    logp, _, _ = jax.jit(functools.partial(log_likelihood, sde, score, rtol=1e-6, atol=1e-6))(y)
+    bpd = bits_per_dim(logp, event, offset=dequantization_offset(centered=centered))
+
+    a, b = (2.0, -1.0) if centered else (1.0, 0.0)
+    v = (np.asarray(y, np.float64) - b) * 256 / a
+    assert np.all((v >= n) & (v < n.astype(np.float64) + 1))
+    flat = (a * v / 256 + b).reshape(16, dim)
+    (c0, q0), (c1, q1) = coeffs(1e-5), coeffs(1.0)
+    var0, var1 = c0**2 * s0**2 + q0, c1**2 * s0**2 + q1
+    z = flat * np.sqrt(var1 / var0)
+    log_p_y = -0.5 * np.sum(np.log(2 * np.pi) + z**2, axis=1) + 0.5 * dim * np.log(var1 / var0)
+    log_p_v = log_p_y + dim * np.log(a / 256)
+    np.testing.assert_allclose(np.asarray(bpd), -log_p_v / (dim * np.log(2)), rtol=2e-5)
 
 
 def test_bits_per_dim_by_hand():
@@ -157,7 +191,7 @@ def test_bits_per_dim_by_hand():
 
 def test_uniform_dequantize():
     n = jnp.arange(256, dtype=jnp.uint8).reshape(4, 8, 8, 1)
-    key = jax.random.key(0)
+    key = jax.random.PRNGKey(0)
     x = uniform_dequantize(key, n)
     assert x.dtype == jnp.float32 and x.shape == n.shape
     np.testing.assert_array_equal(np.floor(np.asarray(x, np.float64) * 256), np.asarray(n))

@@ -214,6 +214,30 @@ def test_lcss_satisfies_steins_identity():
     assert_unbiased(samples, exact)
 
 
+def test_lcss_is_dsm_less_a_constant_with_the_same_parameter_gradient():
+    """s·z/σ + ½‖s‖² = ½‖s + z/σ‖² − ½‖z‖²/σ² for the same z (LCSS Eq. 18 vs Eq. 6)."""
+    params, _, x = _field((3, 3, 2))
+    sigma = jnp.array([0.2, 0.5, 1.0, 3.0])
+    key = jax.random.PRNGKey(11)
+
+    def mean_loss(loss, p):
+        return jnp.mean(loss(functools.partial(mlp_score, p), x, key, sigma))
+
+    z = jax.random.normal(key, x.shape)  # the draw both functions make from `key`
+    half_z2 = 0.5 * jnp.sum(z**2, axis=(1, 2, 3)) / sigma**2
+    score = functools.partial(mlp_score, params)
+    difference = losses.dsm_loss(score, x, key, sigma) - losses.lcss_loss(score, x, key, sigma)
+    # ½‖z‖²/σ² reaches ~1e2 at σ = 0.2; float32 rounding of the two O(1e2) losses is ~1e-5 of it
+    np.testing.assert_allclose(difference, half_z2, rtol=1e-5)
+    grad_dsm = jax.grad(functools.partial(mean_loss, losses.dsm_loss))(params)
+    grad_lcss = jax.grad(functools.partial(mean_loss, losses.lcss_loss))(params)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grad_dsm))
+    assert scale > 1e-2  # the gradients are not trivially zero
+    for name in params:
+        # the gradients differ only by float32 rounding: the ∂/∂θ of ½‖z‖²/σ² is exactly zero
+        np.testing.assert_allclose(grad_lcss[name], grad_dsm[name], rtol=1e-4, atol=1e-6 * scale)
+
+
 def _classifier(key, num_classes=3):
     w = jax.random.normal(key, (2, num_classes))
     return lambda p, x: jnp.tanh(x @ p) * 2.0, w

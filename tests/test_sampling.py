@@ -31,7 +31,7 @@ import pytest
 from jax.experimental import io_callback
 
 from sgm_jax import sampling
-from sgm_jax.sde import VESDE, VPSDE, subVPSDE
+from sgm_jax.sde import VESDE, VPSDE, subVPSDE  # noqa: F401
 
 Z = 5.0
 MU, S0 = 1.0, 0.5
@@ -73,7 +73,7 @@ class GaussianScore:
 def run_counted(sampler_name, sde, shape, key=0, **kwargs):
     score = GaussianScore(sde)
     sample = jax.jit(sampling.get_sampler(sampler_name, sde=sde, **kwargs), static_argnums=(0, 1))
-    x, nfe = sample(score, shape, jax.random.key(key))
+    x, nfe = sample(score, shape, jax.random.PRNGKey(key))
     x = np.asarray(x)
     assert int(nfe) == score.calls > 0, (int(nfe), score.calls)
     return x, int(nfe)
@@ -96,10 +96,11 @@ PC_CASES = [  # (sde, predictor, corrector, shape): both predictors, with and wi
     (VP, "euler_maruyama", "langevin", (4000, 4)),
     (VE, "reverse_diffusion", "langevin", (1000, 2, 4, 2)),
     (SUBVP, "euler_maruyama", "none", (4000, 4)),
+    (VP, "reverse_diffusion", "ald", (4000, 4)),
 ]
 SLOW_PC = [pytest.param(sde, p, c, (4000, 4), marks=pytest.mark.slow)
            for sde in (VE, VP, SUBVP) for p in ("reverse_diffusion", "euler_maruyama")
-           for c in ("none", "langevin") if (sde, p, c) not in {case[:3] for case in PC_CASES}]
+           for c in ("none", "langevin", "ald") if (sde, p, c) not in {case[:3] for case in PC_CASES}]
 
 
 @pytest.mark.parametrize("sde,predictor,corrector,shape", PC_CASES + SLOW_PC)
@@ -145,28 +146,42 @@ def test_discretisation_error_is_first_order():
 def test_ode_transports_prior_exactly_and_counts_nfe(sde, solver):
     """The probability-flow map of a Gaussian is x_eps = m_eps + (x_T − m_T) std_eps/std_T."""
     eps, score = 1e-3, GaussianScore(sde)
-    x_T = sde.prior_sampling(jax.random.key(0), (64, 3))
+    x_T = sde.prior_sampling(jax.random.PRNGKey(0), (64, 3))
     run = jax.jit(lambda x_T, key, rtol: sampling.ode_sampler(
         sde, score, (64, 3), key, rtol=rtol, atol=1e-5, solver=solver, eps=eps, denoise=False,
         x_T=x_T))
     (m_T, std_T), (m_eps, std_eps) = marginal(sde, sde.T), marginal(sde, eps)
     expected = m_eps + (x_T - m_T) * std_eps / std_T
-    x, nfe = run(x_T, jax.random.key(1), 1e-5)
+    x, nfe = run(x_T, jax.random.PRNGKey(1), 1e-5)
     assert int(nfe) == score.calls > 0
     np.testing.assert_allclose(x, expected, atol=1e-3)  # global error ≲ 100 × tolerance
-    x_again, _ = run(x_T, jax.random.key(2), 1e-5)  # deterministic given x_T, key unused
+    x_again, _ = run(x_T, jax.random.PRNGKey(2), 1e-5)  # deterministic given x_T, key unused
     np.testing.assert_array_equal(x, x_again)
     nfes = []
     for rtol in (1e-2, 1e-4):  # the formula holds with rejected steps too (counted at run time)
         calls = score.calls
-        nfes.append(int(run(x_T, jax.random.key(1), rtol)[1]))
+        nfes.append(int(run(x_T, jax.random.PRNGKey(1), rtol)[1]))
         assert nfes[-1] == score.calls - calls
     assert 0 < nfes[0] < nfes[1] < int(nfe), (nfes, int(nfe))
 
 
+@pytest.mark.parametrize("sde", [VE, VP, SUBVP, VPSDE(beta_min=0.5, beta_max=8.0, N=37)])
+def test_langevin_alpha_is_the_discrete_chain_alpha(sde):
+    """score_sde's corrector α_i: 1 − β_i of the DDPM chain, β = linspace(β_min/N, β_max/N, N)
+    indexed by i = int(t (N − 1)/T) (VP; sub-VP by extension); 1 for VE."""
+    t = np.concatenate([np.linspace(0.0, 1.0, 101), [0.123456, 0.999]]).astype(np.float32)
+    got = np.asarray(sampling._langevin_alpha(sde, jnp.asarray(t)))
+    if isinstance(sde, VESDE):
+        np.testing.assert_array_equal(got, 1.0)
+        return
+    betas = np.linspace(sde.beta_min / sde.N, sde.beta_max / sde.N, sde.N)
+    index = (t * (sde.N - 1) / sde.T).astype(np.int32)
+    np.testing.assert_allclose(got, 1.0 - betas[index], rtol=1e-6)
+
+
 def test_pc_sampler_jit_reproducible_and_key_dependent():
     sample = jax.jit(functools.partial(sampling.pc_sampler, VP, GaussianScore(VP), (16, 3)))
-    a, b, c = (np.asarray(sample(jax.random.key(k))[0]) for k in (0, 0, 1))
+    a, b, c = (np.asarray(sample(jax.random.PRNGKey(k))[0]) for k in (0, 0, 1))
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -175,8 +190,8 @@ def test_langevin_matches_unadjusted_stationary_variance():
     """Eq. 7 for N(0, s0²): x ← (1 − α/s0²) x + sqrt(2α) z has stationary variance
     s0²/(1 − α/(2 s0²)), → s0² as α → 0."""
     s0, alpha = 0.5, 0.01
-    x0 = 3.0 * jax.random.normal(jax.random.key(0), (4000, 2))
-    x = sampling.langevin_dynamics(lambda x: -x / s0**2, x0, jax.random.key(1), alpha, 600)
+    x0 = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (4000, 2))
+    x = sampling.langevin_dynamics(lambda x: -x / s0**2, x0, jax.random.PRNGKey(1), alpha, 600)
     x = np.asarray(x)
     std_ula, se = s0 / math.sqrt(1 - alpha / (2 * s0**2)), x.std() / math.sqrt(2 * x.size)
     assert abs(x.mean()) <= Z * x.std() / math.sqrt(x.size)
@@ -189,8 +204,8 @@ def test_deterministic_langevin_contracts_to_mode():
     is conditioned on t (here t = σ) to check the t path."""
     sigma, steps = 0.1, 300
     alphas = 0.0125 * jnp.exp(-jnp.arange(steps) / 1000.0)
-    x0 = jax.random.normal(jax.random.key(0), (8, 2))
-    x, traj = sampling.langevin_dynamics(lambda x, t: -x / t[:, None] ** 2, x0, jax.random.key(1),
+    x0 = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
+    x, traj = sampling.langevin_dynamics(lambda x, t: -x / t[:, None] ** 2, x0, jax.random.PRNGKey(1),
                                          alphas, steps, t=sigma, noise=False,
                                          return_trajectory=True)
     assert traj.shape == (steps, 8, 2)
@@ -208,8 +223,8 @@ def test_annealed_langevin_reaches_last_level_and_conditioning_is_explicit():
     def score(x, sigma):
         return -(x - MU) / (s0**2 + sigma[:, None] ** 2)
 
-    x0 = 2.0 * jax.random.normal(jax.random.key(0), (4000, 2))
-    ald = functools.partial(sampling.annealed_langevin_dynamics, key=jax.random.key(1),
+    x0 = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (4000, 2))
+    ald = functools.partial(sampling.annealed_langevin_dynamics, key=jax.random.PRNGKey(1),
                             sigmas=sigmas, step_lr=step_lr)
     x = np.asarray(ald(score, x0, steps_per_level=100))
     v = s0**2 + float(sigmas[-1]) ** 2
@@ -229,11 +244,11 @@ def test_annealed_langevin_reaches_last_level_and_conditioning_is_explicit():
 def test_langevin_registry_samplers():
     score = lambda x: -x  # noqa: E731
     langevin = sampling.get_sampler("langevin", step_size=0.1, num_steps=7)
-    x, nfe = langevin(score, (5, 2), jax.random.key(0))
+    x, nfe = langevin(score, (5, 2), jax.random.PRNGKey(0))
     assert x.shape == (5, 2) and nfe == 7
     ald = sampling.get_sampler("annealed_langevin", sigmas=[1.0, 0.5], steps_per_level=3,
                                step_lr=0.01, denoise=True)
-    x, nfe = ald(lambda x, s: -x / (1 + s[:, None, None] ** 2), (5, 2, 2), jax.random.key(0))
+    x, nfe = ald(lambda x, s: -x / (1 + s[:, None, None] ** 2), (5, 2, 2), jax.random.PRNGKey(0))
     assert x.shape == (5, 2, 2) and nfe == 7
 
 
@@ -244,7 +259,7 @@ def test_reverse_sde_strong_convergence_on_shared_brownian_path(solver):
     coupled and their distance halves as N doubles (strong order 1 for additive noise)."""
     score = GaussianScore(VP)
     run = lambda n: np.asarray(sampling.reverse_sde_sampler(  # noqa: E731
-        VP, score, (256, 2), jax.random.key(3), num_steps=n, solver=solver, denoise=False)[0])
+        VP, score, (256, 2), jax.random.PRNGKey(3), num_steps=n, solver=solver, denoise=False)[0])
     ref = run(400)
     d25, d50 = (np.sqrt(np.mean((run(n) - ref) ** 2)) for n in (25, 50))
     assert 1.5 < d25 / d50 < 2.7, (d25, d50)
@@ -256,7 +271,7 @@ def _raises(match, fn, *args, **kwargs):
 
 
 def test_bad_names_raise_with_allowed_names():
-    key, score = jax.random.key(0), GaussianScore(VP)
+    key, score = jax.random.PRNGKey(0), GaussianScore(VP)
     _raises(r"sampler name must be one of \('pc', 'ode', 'reverse_sde', 'langevin', "
             r"'annealed_langevin'\); got 'foo'", sampling.get_sampler, "foo")
     _raises(r"predictor must be one of \('euler_maruyama', 'reverse_diffusion', 'none'\); "

@@ -40,7 +40,7 @@ def times(n=7):
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_marginal_prob_closed_form(sde):
     t = jnp.concatenate([jnp.array([1e-5]), times()])  # float32 stds stay accurate as t -> 0
-    x = jax.random.normal(jax.random.key(0), (t.shape[0], 3, 2))
+    x = jax.random.normal(jax.random.PRNGKey(0), (t.shape[0], 3, 2))
     mean, std = sde.marginal_prob(x, t)
     c, std_ref, _, _ = closed_form(sde, t)
     assert mean.shape == x.shape and std.shape == t.shape
@@ -74,7 +74,7 @@ def test_marginal_prob_matches_euler_maruyama_simulation(sde):
     n_paths, dim, n_steps, x0 = 20000, 2, 250, 10.0
     # VE: score_sde's kernel N(x(0), σ(t)²) treats x(0) as data already perturbed at σ_min.
     var0 = sde.sigma_min**2 if isinstance(sde, VESDE) else 0.0
-    key0, key = jax.random.split(jax.random.key(1))
+    key0, key = jax.random.split(jax.random.PRNGKey(1))
     x = x0 + math.sqrt(var0) * jax.random.normal(key0, (n_paths, dim))
     dt = 1.0 / n_steps
 
@@ -136,8 +136,8 @@ def test_weightings_match_official_formulas(sde):
 @pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
 def test_reverse_drifts_on_random_score(sde):
     t = times(4)
-    x = jax.random.normal(jax.random.key(2), (4, 2, 3))
-    score = jax.random.normal(jax.random.key(3), x.shape)
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3))
+    score = jax.random.normal(jax.random.PRNGKey(3), x.shape)
     score_fn = lambda y, s: score
     f, g = sde.sde(x, t)
     fd, gd = sde.discretize(x, t)
@@ -190,7 +190,7 @@ def test_probability_flow_ode_transports_gaussian(sde):
 
         return jax.lax.fori_loop(0, n_steps, body, x)
 
-    x1 = sde.prior_sampling(jax.random.key(4), (n, 2))
+    x1 = sde.prior_sampling(jax.random.PRNGKey(4), (n, 2))
     x_eps = np.asarray(rk4(x1), np.float64)
     ratio = math.sqrt(v(eps) / v(1.0))
     np.testing.assert_allclose(x_eps, np.asarray(x1) * ratio, rtol=1e-3, atol=1e-5 * ratio * sde.prior_std)
@@ -203,7 +203,7 @@ def test_probability_flow_ode_transports_gaussian(sde):
 @pytest.mark.parametrize("sde", [VESDE(), subVPSDE(), ALL_SDES[3]], ids=repr)
 @pytest.mark.parametrize("shape", [(5,), (5, 3), (5, 4, 4, 2)])
 def test_prior_sampling_and_logp(sde, shape):
-    z = sde.prior_sampling(jax.random.key(5), shape)
+    z = sde.prior_sampling(jax.random.PRNGKey(5), shape)
     assert z.shape == shape and z.dtype == jnp.float32
     z64, var = np.asarray(z, np.float64).reshape(shape[0], -1), sde.prior_std**2
     ref = np.sum(-0.5 * np.log(2 * np.pi * var) - z64**2 / (2 * var), axis=1)
@@ -212,7 +212,7 @@ def test_prior_sampling_and_logp(sde, shape):
 
 @pytest.mark.parametrize("sde", [VESDE(), VPSDE()], ids=repr)
 def test_prior_sampling_moments(sde):
-    big = np.asarray(sde.prior_sampling(jax.random.key(6), (4000, 10)), np.float64).ravel()
+    big = np.asarray(sde.prior_sampling(jax.random.PRNGKey(6), (4000, 10)), np.float64).ravel()
     assert abs(big.std() - sde.prior_std) <= 5 * sde.prior_std / math.sqrt(2 * big.size)
     assert abs(big.mean()) <= 5 * sde.prior_std / math.sqrt(big.size)
 
@@ -234,7 +234,7 @@ def test_discretize_vp_ddpm():
     sde = VPSDE(beta_min=0.1, beta_max=8.0, N=10)
     betas = np.linspace(0.1 / 10, 8.0 / 10, 10)
     t = jnp.asarray((np.arange(10) + 0.5) / 9).at[-1].set(1.0)
-    x = jax.random.normal(jax.random.key(7), (10, 2, 2))
+    x = jax.random.normal(jax.random.PRNGKey(7), (10, 2, 2))
     f, g = sde.discretize(x, t)
     np.testing.assert_allclose(f, (np.sqrt(1 - betas) - 1)[:, None, None] * np.asarray(x), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(g, np.sqrt(betas), rtol=1e-6)
@@ -250,7 +250,7 @@ def test_discretize_vp_ddpm():
 @pytest.mark.parametrize("sde", [subVPSDE(), subVPSDE(beta_min=0.0, beta_max=5.0, N=10)], ids=repr)
 def test_discretize_subvp_euler_maruyama(sde):
     t = times(5)
-    x = jax.random.normal(jax.random.key(8), (5, 3))
+    x = jax.random.normal(jax.random.PRNGKey(8), (5, 3))
     f, g = sde.discretize(x, t)
     drift, diffusion = sde.sde(x, t)
     np.testing.assert_allclose(f, drift / sde.N, rtol=1e-6)
@@ -310,6 +310,6 @@ def test_float64(sde):
         x, t = jnp.ones((3, 2), jnp.float64), jnp.array([1e-4, 0.5, 1.0], jnp.float64)
         outputs = [*sde.sde(x, t), *sde.marginal_prob(x, t), *sde.discretize(x, t),
                    sde.prior_logp(x), sde.loss_weighting(t, "sigma2"), sde.likelihood_weighting(t),
-                   *sde.reverse(lambda y, s: -y, True).sde(x, t), sde.prior_sampling(jax.random.key(0), (2, 2))]
+                   *sde.reverse(lambda y, s: -y, True).sde(x, t), sde.prior_sampling(jax.random.PRNGKey(0), (2, 2))]
         assert all(o.dtype == jnp.float64 for o in outputs)
         np.testing.assert_allclose(sde.marginal_std(t), closed_form(sde, np.asarray(t))[1], rtol=1e-9)

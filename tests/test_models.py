@@ -45,7 +45,7 @@ def random_params(net, x, t, seed=0, dtype=jnp.float32):
             value = 0.1 * rng.standard_normal(leaf.shape)
         return jnp.asarray(value, dtype)
 
-    shapes = jax.eval_shape(net.init, jax.random.key(0), x, t)
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
@@ -86,7 +86,7 @@ def test_output_shapes(name, fields, shape):
     """Shapes and dtypes of f and of every score, traced abstractly (nothing compiled)."""
     net = models.get_model(name, **fields)
     x, t = jnp.zeros(shape), jnp.full(shape[:1], 0.5)
-    params = jax.eval_shape(net.init, jax.random.key(0), x, t)
+    params = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
     assert jax.eval_shape(net.apply, params, x, t).shape == shape
     assert jax.eval_shape(net.apply, params, x, 0.5).shape == shape  # a scalar t is broadcast
     for p in ("u", "c", "direct"):  # "qc" is "u" and "c_norm" takes the path of "c"
@@ -101,7 +101,7 @@ def test_output_shapes(name, fields, shape):
 def test_small_conv_budget_and_independence():
     net = models.SmallConvScoreNet()
     x = jnp.zeros((1, 32, 32, 3))
-    shapes = jax.eval_shape(net.init, jax.random.key(0), x, jnp.zeros(1))
+    shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, jnp.zeros(1))
     assert 100_000 < sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes)) < 1_000_000
     # Perturbing example 0 leaves examples 1, 2 unchanged (GroupNorm is per example).
     apply_fn, params, x, t = build("small_conv", (3, 4, 4, 1))
@@ -168,13 +168,14 @@ def test_float64_and_c_is_minus_energy_gradient(name):
 
 def test_parameterisation_formulas():
     """Eq. 12 on images: s_U = (x − f)/σ_t (σ_t broadcast over pixels), "qc" = "u",
-    "direct" = f, E_c = ‖x − f‖²/(2σ_t), E_c_norm = ‖f‖²/(2σ_t)."""
+    "direct" = f, score_sde's scale_by_sigma f/σ_t and VP noise prediction −f/σ_t,
+    E_c = ‖x − f‖²/(2σ_t), E_c_norm = ‖f‖²/(2σ_t)."""
     apply_fn, params, x, t = build("toy_mlp", (3, 2, 2, 1))
 
     @jax.jit
     def run(x, t):
         out = {p: models.make_score_fn(apply_fn, params, p, sigma_fn)(x, t)
-               for p in ("u", "qc", "direct")}
+               for p in ("u", "qc", "direct", "scale_by_sigma", "noise_prediction")}
         out.update({"E_" + p: models.make_energy_fn(apply_fn, params, p, sigma_fn)(x, t)
                     for p in ("c", "c_norm")})
         return apply_fn(params, x, t), out
@@ -184,6 +185,8 @@ def test_parameterisation_formulas():
     np.testing.assert_allclose(out["u"], (x - f) / sig[:, None, None, None], rtol=1e-5)
     np.testing.assert_array_equal(out["qc"], out["u"])
     np.testing.assert_array_equal(out["direct"], f)
+    np.testing.assert_allclose(out["scale_by_sigma"], f / sig[:, None, None, None], rtol=1e-5)
+    np.testing.assert_allclose(out["noise_prediction"], -f / sig[:, None, None, None], rtol=1e-5)
     np.testing.assert_allclose(out["E_c"], np.sum((x - f) ** 2, (1, 2, 3)) / (2 * sig),
                                rtol=1e-5)
     np.testing.assert_allclose(out["E_c_norm"], np.sum(f**2, (1, 2, 3)) / (2 * sig), rtol=1e-5)
@@ -204,7 +207,7 @@ def test_official_toy_output_activation_and_torch_init():
     net = models.get_model("official_toy", output_activation="elu")
     x = jnp.full((4, 2), -50.0)
     params, out = jax.jit(lambda k: (p := net.init(k, x, jnp.ones(4)), net.apply(p, x, 1.0)))(
-        jax.random.key(1))
+        jax.random.PRNGKey(1))
     assert np.all(np.asarray(out) >= -1.0)  # ELU is bounded below by −1
     w = jax.tree.map(np.asarray, params["params"]["x_linear_2"])
     bound = 1 / np.sqrt(128)
@@ -301,7 +304,7 @@ def test_layers():
 
     swish = models.Swish()
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5)), jnp.float32)
-    params = swish.init(jax.random.key(1), x)
+    params = swish.init(jax.random.PRNGKey(1), x)
     assert params["params"]["beta"].shape == (5,)
     np.testing.assert_allclose(swish.apply(params, x), nn.silu(x), rtol=1e-6)
     beta = jnp.arange(5.0)

@@ -1,9 +1,12 @@
 """Networks f(x, t), the model registry and the score parameterisations (QCSGM Eq. 12).
 
-Importing this package registers "toy_mlp", "official_toy", "autoencoder" and "small_conv".
+Importing this package registers the toy networks "toy_mlp", "official_toy", "autoencoder" and
+"small_conv", and the image networks "ncsnpp" (NCSN++ and DDPM++, score_sde's ``ncsnpp.py``) and
+"ddpm" (score_sde's ``ddpm.py``).
 """
 
 from sgm_jax.models.autoencoder import OneLayerAutoencoder, autoencoder_weights
+from sgm_jax.models.ddpm import DDPM
 from sgm_jax.models.layers import (
     ACTIVATIONS,
     Swish,
@@ -12,18 +15,28 @@ from sgm_jax.models.layers import (
     sinusoidal_embedding,
 )
 from sgm_jax.models.mlp import OfficialToyNet, ToyMLP
+from sgm_jax.models.ncsnpp import NCSNpp
 from sgm_jax.models.parameterisation import (
     ENERGY_PARAMETERISATIONS,
     PARAMETERISATIONS,
     make_energy_fn,
     make_score_fn,
 )
-from sgm_jax.models.registry import available_models, get_model, model_fields, register_model
+from sgm_jax.models.registry import (
+    available_models,
+    get_model,
+    model_fields,
+    network_from_config,
+    param_count,
+    register_model,
+)
 from sgm_jax.models.small_conv import SmallConvScoreNet
 
 __all__ = [
     "ACTIVATIONS",
+    "DDPM",
     "ENERGY_PARAMETERISATIONS",
+    "NCSNpp",
     "PARAMETERISATIONS",
     "OfficialToyNet",
     "OneLayerAutoencoder",
@@ -38,6 +51,8 @@ __all__ = [
     "make_energy_fn",
     "make_score_fn",
     "model_fields",
+    "network_from_config",
+    "param_count",
     "register_model",
     "sinusoidal_embedding",
 ]

@@ -47,8 +47,8 @@ class OneLayerAutoencoder(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: Array, t: Array | None = None) -> Array:
-        del t  # not time-conditional (QCSGM §6)
+    def __call__(self, x: Array, t: Array | None = None, train: bool = False) -> Array:
+        del t, train  # not time-conditional (QCSGM §6), no dropout
         flat = x.reshape(x.shape[0], -1)
         dim = flat.shape[-1]
         w = self.param("W", nn.initializers.lecun_normal(), (dim, self.hidden))

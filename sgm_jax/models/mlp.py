@@ -37,7 +37,8 @@ class ToyMLP(nn.Module):
     fourier_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: Array, t: Array) -> Array:
+    def __call__(self, x: Array, t: Array, train: bool = False) -> Array:
+        del train  # no dropout
         batch = x.shape[0]
         flat = x.reshape(batch, -1)
         temb = gaussian_fourier_embedding(
@@ -85,7 +86,8 @@ class OfficialToyNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: Array, sigma: Array) -> Array:
+    def __call__(self, x: Array, sigma: Array, train: bool = False) -> Array:
+        del train  # no dropout
         batch, dim = x.shape
         s = broadcast_time(sigma, batch).astype(x.dtype)[:, None]
         h = _torch_dense(64, dim, "x_linear_0")(x)

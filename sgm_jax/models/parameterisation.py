@@ -9,6 +9,10 @@ With ``f = apply_fn(params, x, t)`` ([B, *event]) and ``σ_t = sigma_fn(t)`` ([B
 ``"c"``               s = −∇ₓ E,  E = ‖x − f‖² / (2σ_t)     constrained (Eq. 12, right)
 ``"c_norm"``          s = −∇ₓ E,  E = ‖f‖² / (2σ_t)         the official C-NCSN++ energy
                       (official_code_facts §1a: h = −½‖f‖²/σ, s = ∇h)
+``"scale_by_sigma"``  s = f / σ_t                            score_sde's ``scale_by_sigma`` (VE
+                      NCSN++; QCSGM's U-NCSN++ and, with the regulariser, QC-NCSN++)
+``"noise_prediction"`` s = −f / σ_t                          score_sde's VP / sub-VP score
+                      (DDPM++, DDPM: f predicts the noise z of x̃ = c_t x₀ + σ_t z)
 ``"direct"``          s = f                                  the autoencoder, DLSM toy nets
 ====================  ==========================================================================
 
@@ -29,25 +33,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sgm_jax._batch import per_example, sq_norm
+
 Array = jax.Array
 ApplyFn = Callable[[Any, Array, Array], Array]
 SigmaFn = Callable[[Array], Array]
 ScoreModel = Callable[[Array, Array], Array]
 EnergyFn = Callable[[Array, Array], Array]
 
-PARAMETERISATIONS: tuple[str, ...] = ("u", "qc", "c", "c_norm", "direct")
+PARAMETERISATIONS: tuple[str, ...] = ("u", "qc", "c", "c_norm", "scale_by_sigma",
+                                      "noise_prediction", "direct")
 ENERGY_PARAMETERISATIONS: tuple[str, ...] = ("c", "c_norm")
-
-
-def _sq_norm(v: Array) -> Array:
-    """Per-example squared Euclidean norm over the event axes: [B, *event] → [B]."""
-    return jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=-1)
 
 
 def _sigma(sigma_fn: SigmaFn, t: Array, x: Array) -> Array:
     """σ_t in the dtype of x, shaped to broadcast against x ([B] → [B, 1, …, 1])."""
-    sigma = jnp.asarray(sigma_fn(t), x.dtype)
-    return sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim))
+    return per_example(jnp.asarray(sigma_fn(t), x.dtype), x)
 
 
 def _check(parameterisation: str, allowed: tuple[str, ...], sigma_fn: SigmaFn | None) -> None:
@@ -74,7 +75,7 @@ def make_energy_fn(
     def energy(x: Array, t: Array) -> Array:
         f = apply_fn(params, x, t)
         sigma = jnp.asarray(sigma_fn(t), x.dtype)
-        return _sq_norm(x - f if residual else f) / (2.0 * sigma)
+        return sq_norm(x - f if residual else f) / (2.0 * sigma)
 
     return energy
 
@@ -106,6 +107,20 @@ def make_score_fn(
             return apply_fn(params, x, t)
 
         return direct_score
+
+    if parameterisation == "scale_by_sigma":
+
+        def scaled_score(x: Array, t: Array) -> Array:
+            return apply_fn(params, x, t) / _sigma(sigma_fn, t, x)
+
+        return scaled_score
+
+    if parameterisation == "noise_prediction":
+
+        def noise_score(x: Array, t: Array) -> Array:
+            return -apply_fn(params, x, t) / _sigma(sigma_fn, t, x)
+
+        return noise_score
 
     def unconstrained_score(x: Array, t: Array) -> Array:
         return (x - apply_fn(params, x, t)) / _sigma(sigma_fn, t, x)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
 
 _MODELS: dict[str, type[nn.Module]] = {}
 _LINEN_INTERNAL_FIELDS = frozenset({"parent", "name"})
+
+# Keys of ``config.model`` that describe how the network is used, not the network itself.
+RESERVED_MODEL_KEYS = ("name", "parameterisation", "condition")
 
 M = TypeVar("M", bound=type[nn.Module])
 
@@ -57,3 +64,49 @@ def _lookup(name: str) -> type[nn.Module]:
     if name not in _MODELS:
         raise ValueError(f"unknown model name {name!r}; allowed: {list(available_models())}")
     return _MODELS[name]
+
+
+def network_from_config(config: ml_collections.ConfigDict) -> nn.Module:
+    """The network ``config.model`` describes: ``get_model(config.model.name, **fields)``.
+
+    ``fields`` are all keys of ``config.model`` except ``RESERVED_MODEL_KEYS`` (lists become
+    tuples), plus ``centered = config.data.centered`` when the model has a ``centered`` field
+    (as score_sde reads ``config.data.centered`` inside its networks). Raises ``ValueError`` for
+    a key that is not a field of the model (naming ``model.<key>`` and the allowed fields) and
+    for a ``model.centered`` key (it is set from ``data.centered``).
+    """
+    name = config.model.name
+    allowed = model_fields(name)
+    settable = tuple(f for f in allowed if f != "centered")
+    fields = {}
+    for key, value in config.model.items():
+        if key in RESERVED_MODEL_KEYS:
+            continue
+        if key == "centered" and "centered" in allowed:
+            raise ValueError(
+                "model.centered is not allowed: the network's centered field is set from "
+                "data.centered"
+            )
+        if key not in settable:
+            raise ValueError(
+                f"model.{key} is not a field of model {name!r}; allowed: {list(settable)}"
+            )
+        fields[key] = tuple(value) if isinstance(value, list) else value
+    if "centered" in allowed:
+        fields["centered"] = config.data.centered
+    return get_model(name, **fields)
+
+
+def param_count(config: ml_collections.ConfigDict) -> int:
+    """The number of parameters of ``network_from_config(config)`` (every leaf of ``params``).
+
+    Shapes come from ``jax.eval_shape`` of ``init`` on an input
+    ``[1, data.image_size, data.image_size, data.num_channels]`` and a condition ``[1]``, so
+    nothing is computed. For an image network ``f(x, cond)``.
+    """
+    network = network_from_config(config)
+    size = config.data.image_size
+    x = jax.ShapeDtypeStruct((1, size, size, config.data.num_channels), jnp.float32)
+    cond = jax.ShapeDtypeStruct((1,), jnp.float32)
+    variables = jax.eval_shape(network.init, jax.random.key(0), x, cond)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))

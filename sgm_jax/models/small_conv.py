@@ -66,7 +66,8 @@ class SmallConvScoreNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: Array, t: Array) -> Array:
+    def __call__(self, x: Array, t: Array, train: bool = False) -> Array:
+        del train  # no dropout
         batch, height, width, channels = x.shape
         levels = len(self.ch_mult)
         if height % 2 ** (levels - 1) or width % 2 ** (levels - 1):

@@ -16,15 +16,16 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.seed = 42
 
     config.data = data = ml_collections.ConfigDict()
-    data.dataset = "checkerboard"  # a key of sgm_jax.datasets.TOY_DATASETS
+    data.dataset = "checkerboard"  # a key of sgm_jax.data.TOY_DATASETS
     data.num_points = 50000  # the fixed training set, drawn once from the seed
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "official_toy"  # sgm_jax.models.available_models()
-    model.parameterisation = "u"  # "u", "qc", "c", "c_norm", "direct" (QCSGM Eq. 12)
-    model.condition = "sigma"  # the network sees "t" or σ_t ("sigma", as the official toy net)
-    # The network's constructor fields (sgm_jax.models.model_fields(name)).
-    model.kwargs = ml_collections.ConfigDict({"output_activation": "identity"})
+    model.parameterisation = "u"  # sgm_jax.models.PARAMETERISATIONS (QCSGM Eq. 12)
+    model.condition = "sigma"  # the network sees "t", σ_t ("sigma", as the official toy net), ...
+    # Every other field of `model` is a constructor field of the network
+    # (sgm_jax.models.model_fields(name)).
+    model.output_activation = "identity"
 
     config.sde = sde = ml_collections.ConfigDict()
     sde.name = "vesde"  # "vesde", "vpsde", "subvpsde"
@@ -36,16 +37,30 @@ def get_default_configs() -> ml_collections.ConfigDict:
 
     config.training = training = ml_collections.ConfigDict()
     training.objective = "dsm"  # "dsm", "lcss", "ssm", "fd_ssm", "ism", "esm"
+    training.perturbation = "marginal"  # x̃ = c_t x0 + σ_t z; "diffusion": σ_t = g(t) (LCSS §4)
+    training.weighting = "sigma2"  # λ(t) = σ_t² or "likelihood" (g(t)²)
+    training.reduce_mean = False  # True: the per-example objective averaged over the event
+    training.eps = 1e-5
+    training.projection = "rademacher"  # probes of SSM / FD-SSM / QC: "rademacher", "gaussian"
+    training.num_projections = 1  # SSM probes per example
+    training.fd_eps = 0.01  # FD-SSM step ε
     training.qc_weight = 0.0
     training.qc_estimator = "exact"  # "exact" (full 2x2 Jacobian, official "lqc") or "hutchinson"
     training.qc_num_vectors = 1
-    training.weighting = "sigma2"  # λ(t) = σ_t² or "likelihood" (g(t)²)
-    training.eps = 1e-5
+    training.qc_fraction = 1.0  # the QC term on this fraction of each device's examples
+    training.qc_every = 1  # lazy regularisation: the QC term (weight × k) every k-th step
     training.batch_size = 5000
     training.n_iters = 2000
+    training.n_jitted_steps = 1  # steps per compiled dispatch (lax.scan)
     training.log_freq = 100
-    training.snapshot_freq = 1000
-    training.keep_checkpoints = 3
+    training.eval_freq = 0  # eval_loss of the EMA parameters on a test batch; 0 = never
+    training.snapshot_freq = 1000  # checkpoint every snapshot_freq steps (and at the end)
+    training.keep_checkpoints = 3  # the latest ones kept ...
+    training.keep_every = 0  # ... plus those at multiples of keep_every (0 = none)
+    training.snapshot_sampling = False  # samples figure at every checkpoint
+    training.snapshot_num_samples = 5000
+    training.init_from = ""  # a fresh run starts from this run's checkpoint (two-stage training)
+    training.init_step = -1  # its step; -1 = the latest
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.lr = 7.5e-4

@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sgm_jax import plots  # noqa: E402
-from sgm_jax.datasets import make_toy_dataset  # noqa: E402
+from sgm_jax.data import make_toy_dataset  # noqa: E402
 from sgm_jax.losses import dsm_loss, parzen_score, qc_loss  # noqa: E402
 from sgm_jax.metrics import asym, nasym, score_error  # noqa: E402
 from sgm_jax.models import OneLayerAutoencoder, autoencoder_weights  # noqa: E402
@@ -180,7 +180,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-md", default="docs/results/qcsgm_autoencoder.md")
     p.add_argument("--out-png", default="docs/results/qcsgm_autoencoder.png")
-    p.add_argument("--dataset", default="gaussian", help="'gaussian' or a sgm_jax.datasets toy")
+    p.add_argument("--dataset", default="gaussian", help="'gaussian' or a sgm_jax.data toy")
     p.add_argument("--num-data", type=int, default=50000)
     p.add_argument("--num-eval", type=int, default=1000)
     p.add_argument("--sigma", type=float, default=0.1)

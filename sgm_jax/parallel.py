@@ -41,9 +41,9 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over ``"data"``, all other axes whole."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Axis ``batch_axis`` (the batch) split over ``"data"``, all other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -51,26 +51,29 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """A pytree of host-local arrays ``[B_local, ...]`` → global ``jax.Array``s ``[B, ...]``
-    sharded over ``"data"``, with B = B_local · ``jax.process_count()``.
+def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
+    """A pytree of host-local arrays → global ``jax.Array``s sharded over ``"data"`` along
+    ``batch_axis`` (0 for ``[B_local, ...]``; 1 for a group of steps ``[n, B_local, ...]``), whose
+    global batch size is B = B_local · ``jax.process_count()``.
 
-    On one process the host-local batch is the whole batch. Every leaf's leading size times the
+    On one process the host-local batch is the whole batch. Every leaf's batch size times the
     process count must be divisible by the mesh size (see :func:`check_batch_divisible`).
     """
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, batch_axis)
 
     def put(leaf):
         leaf = np.asarray(leaf)
-        if leaf.ndim == 0:
-            raise ValueError("shard_batch needs arrays with a leading batch axis; got a scalar.")
-        global_rows = leaf.shape[0] * jax.process_count()
+        if leaf.ndim <= batch_axis:
+            raise ValueError(f"shard_batch needs arrays with a batch axis {batch_axis}; got an "
+                             f"array of shape {leaf.shape}.")
+        global_rows = leaf.shape[batch_axis] * jax.process_count()
         if global_rows % mesh.size:
             raise ValueError(
                 f"the global batch of {global_rows} rows cannot be split evenly over the "
                 f"{mesh.size} devices of the mesh.")
-        global_shape = (global_rows, *leaf.shape[1:])
-        return jax.make_array_from_process_local_data(sharding, leaf, global_shape)
+        global_shape = list(leaf.shape)
+        global_shape[batch_axis] = global_rows
+        return jax.make_array_from_process_local_data(sharding, leaf, tuple(global_shape))
 
     return jax.tree.map(put, batch)
 
@@ -106,18 +109,30 @@ def _multi_process_env() -> bool:
     return False
 
 
+def _use_gloo_cpu_collectives() -> None:
+    """Give the CPU backend gloo collectives when it has none, so that one computation can span
+    the CPU devices of several processes. Recent JAX releases default to gloo, older ones that
+    ``pyproject.toml`` allows to none; a choice of "mpi" is kept. It must be set before
+    ``jax.distributed.initialize`` creates the CPU client."""
+    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
 def maybe_initialize_distributed() -> bool:
     """Call ``jax.distributed.initialize()`` when the environment describes a multi-process launch.
 
     That is when ``JAX_COORDINATOR_ADDRESS`` is set (with ``JAX_NUM_PROCESSES`` and
     ``JAX_PROCESS_ID``), or SLURM / Open MPI report more than one task (JAX then reads the cluster
-    from their variables). Must run before any JAX computation. Returns whether the process is
-    now part of a distributed run; a single-process launch does nothing and returns False.
+    from their variables), or ``JAX_NUM_PROCESSES`` > 1 alone (JAX detects the rest, e.g. on a
+    Cloud TPU pod). CPU collectives are set to gloo first where JAX has none. Must run before any
+    JAX computation. Returns whether the process is now part of a distributed run; a
+    single-process launch does nothing and returns False.
     """
     if jax.distributed.is_initialized():
         return True
     if not _multi_process_env():
         return False
+    _use_gloo_cpu_collectives()
     kwargs = {}
     if os.environ.get(_COORDINATOR_ENV):
         kwargs["coordinator_address"] = os.environ[_COORDINATOR_ENV]

@@ -23,6 +23,28 @@ def save_figure(fig, path: str) -> str:
     return path
 
 
+def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Images ``[N, H, W, C]`` with values in [0, 1] tiled row by row into one uint8 image
+    ``[rows·(H+1)+1, columns·(W+1)+1, C]`` with 1-pixel white borders (grey images keep C = 1)."""
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = -(-n // columns)
+    grid = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.float32)
+    for i, image in enumerate(np.clip(images, 0.0, 1.0)):
+        r, q = divmod(i, columns)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = image
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def save_image_grid(path: str, images: np.ndarray, columns: int | None = None) -> str:
+    """Write :func:`image_grid` of ``images`` ([N, H, W, C] in [0, 1]) to ``path`` as PNG."""
+    grid = image_grid(images, columns)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    plt.imsave(path, grid[..., 0] if grid.shape[-1] == 1 else grid,
+               cmap="gray" if grid.shape[-1] == 1 else None, vmin=0, vmax=255)
+    return path
+
+
 def plot_samples(path: str, data: np.ndarray, samples: np.ndarray, title: str = "") -> str:
     """Generated samples (orange) over the training data (grey)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))

@@ -1,4 +1,4 @@
-"""Evaluation and sampling of a trained toy run: ``evaluate(config, workdir)``, ``sample(config, workdir)``.
+"""Evaluation and sampling of a trained 2-D toy run (``sgm_jax.evaluate`` dispatches here).
 
 The QCSGM toy protocol (paper §3.2, official_code_facts §1b), with one deliberate correction:
 
@@ -23,47 +23,24 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sgm_jax import plots
-from sgm_jax.config_validation import model_from_config, sde_from_config
 from sgm_jax.likelihood import log_likelihood
 from sgm_jax.metrics import asym, average_over_levels, nasym, prdc, score_error
-from sgm_jax.sampling import get_sampler
-from sgm_jax.train import build_score_model, load_checkpoint, train_data
+from sgm_jax.checkpoints import restore_score_model
 
-_EVAL_SEED_OFFSET = 10_000  # evaluation randomness is independent of the training keys
-
-
-def restore_score_model(config, workdir: str):
-    """``(step, sde, score_fn)`` of the chosen checkpoint (``eval.checkpoint``, −1 = latest) of the
-    run in ``workdir``: the score function of its EMA parameters, ``score_fn(x, t) -> s``."""
-    state = load_checkpoint(config, workdir, config.eval.checkpoint)
-    sde = sde_from_config(config)
-    score_model = build_score_model(config, model_from_config(config), sde)(state.ema_params)
-    return int(state.step), sde, score_model
+if TYPE_CHECKING:
+    from sgm_jax.experiment import Experiment
 
 
-def sampler_from_config(config, sde):
-    """``sample(score_fn, shape, key) -> (samples, nfe)`` for ``config.sampling``."""
-    s = config.sampling
-    common = dict(sde=sde, eps=s.eps)
-    if s.method == "ode":
-        return get_sampler("ode", rtol=s.rtol, atol=s.atol, **common)
-    if s.method == "pc":
-        return get_sampler("pc", predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                           n_steps=s.n_steps, **common)
-    return get_sampler(s.method, **common)
-
-
-def _draw_samples(config, sde, score_model, key, event_shape):
-    sampler = sampler_from_config(config, sde)
-    shape = (config.sampling.num_samples, *event_shape)
-    samples, nfe = jax.jit(lambda k: sampler(score_model, shape, k))(key)
+def _draw_samples(experiment: Experiment, score_model, key, num_samples: int):
+    shape = (num_samples, *experiment.event_shape)
+    samples, nfe = jax.jit(lambda k: experiment.sampler(score_model, shape, k))(key)
     return np.asarray(samples), int(nfe)
 
 
@@ -86,12 +63,13 @@ def _level_metrics(sde, score_model, x0, data, key, num_levels):
             {k: np.asarray(v).tolist() for k, v in per_level.items()}, np.asarray(levels).tolist())
 
 
-def nll_nats(config, sde, score_fn, x) -> tuple[np.ndarray, int]:
-    """Per-point NLL in nats of ``x`` under the probability-flow ODE of ``sde`` and ``score_fn``
-    (exact divergence, ``config.sampling`` rtol/atol/eps) and the solver's NFE."""
-    s = config.sampling
+def nll_nats(experiment: Experiment, score_model, x) -> tuple[np.ndarray, int]:
+    """Per-point NLL in nats of ``x`` under the probability-flow ODE of the experiment's SDE and
+    ``score_model`` (exact divergence, the toy evaluation's rtol/atol/eps) and the solver's NFE."""
+    e = experiment.evaluation
     logp, _, nfe = jax.jit(lambda x: log_likelihood(
-        sde, score_fn, x, divergence="exact", rtol=s.rtol, atol=s.atol, eps=s.eps))(x)
+        experiment.sde, score_model, x, divergence="exact", rtol=e.rtol, atol=e.atol,
+        eps=e.eps))(x)
     return -np.asarray(logp), int(nfe)
 
 
@@ -104,11 +82,11 @@ def _grid(data: np.ndarray, side: int):
     return xs, ys, np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
 
 
-def density_on_grid(config, sde, score_model, data: np.ndarray, side: int = 60):
+def density_on_grid(experiment: Experiment, score_model, side: int = 60):
     """The model's log-density (probability-flow ODE, exact divergence) on a ``side``² grid
-    spanning ``data``: ``(xs, ys, log_density [side, side])``."""
-    xs, ys, grid = _grid(data, side)
-    logp = -nll_nats(config, sde, score_model, jnp.asarray(grid))[0]
+    spanning the training data: ``(xs, ys, log_density [side, side])``."""
+    xs, ys, grid = _grid(experiment.data.points, side)
+    logp = -nll_nats(experiment, score_model, jnp.asarray(grid))[0]
     return xs, ys, logp.reshape(len(ys), len(xs))
 
 
@@ -126,22 +104,23 @@ def training_curves(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
     return {tag: (sorted(v), [v[s] for s in sorted(v)]) for tag, v in curves.items()}
 
 
-def _figures(config, workdir, step, sde, score_model, data, samples):
+def _figures(experiment: Experiment, workdir, step, score_model, samples):
     figures = os.path.join(workdir, "figures")
-    name = f"{config.data.dataset} ({config.model.parameterisation.upper()}, {config.training.objective})"
+    name, data = experiment.name, experiment.data.points
     paths = [plots.plot_samples(os.path.join(figures, "samples.png"), data[:5000], samples,
                                 f"{name}: samples, step {step}")]
-    xs, ys, log_density = density_on_grid(config, sde, score_model, data)
+    xs, ys, log_density = density_on_grid(experiment, score_model)
     paths.append(plots.plot_density(os.path.join(figures, "density.png"), xs, ys, log_density,
                                     f"{name}: model density"))
     _, _, field = _grid(data, 40)
-    t = jnp.full((field.shape[0],), 1.0 / config.eval.num_levels)
+    t = jnp.full((field.shape[0],), 1.0 / experiment.evaluation.num_levels)
     fn = lambda y: score_model(y, t)  # noqa: E731
     scores, rotation = jax.jit(lambda y: (fn(y), asym(fn, y)))(jnp.asarray(field))
     paths.append(plots.plot_score_field(os.path.join(figures, "score_field.png"), field,
                                         np.asarray(scores), np.asarray(rotation),
                                         f"{name}: score at t = {float(t[0]):.2f}"))
-    curves = {k: v for k, v in training_curves(workdir).items() if k in ("loss", "objective", "qc")}
+    curves = {k: v for k, v in training_curves(workdir).items()
+              if k in ("loss", "objective", "qc", "qc_share")}
     if curves:
         paths.append(plots.plot_curves(os.path.join(figures, "training_curves.png"), curves, name))
     return paths
@@ -158,27 +137,27 @@ def _print_table(results: dict[str, Any]) -> None:
                     else f"{name:<{width}}  {value}" for name, value in rows))
 
 
-def evaluate(config, workdir: str) -> dict[str, Any]:
-    """Evaluate the chosen checkpoint (``eval.checkpoint``, −1 = latest) of the run in ``workdir``.
+def evaluate(experiment: Experiment, workdir: str) -> dict[str, Any]:
+    """Evaluate the checkpoint ``eval.checkpoint`` (−1: the latest) of the toy run in ``workdir``.
 
     Raises ``ValueError`` when ``workdir`` has no checkpoint. Returns the results dict written
     to ``workdir/eval/metrics_step_<step>.json``.
     """
-    step, sde, score_model = restore_score_model(config, workdir)
-    data = train_data(config)
-    e = config.eval
-    key_levels, key_samples = jax.random.split(jax.random.PRNGKey(config.seed + _EVAL_SEED_OFFSET))
+    e = experiment.evaluation
+    step, score_model = restore_score_model(experiment, workdir, e.checkpoint)
+    data = experiment.data.points
+    key_levels, key_samples = jax.random.split(experiment.eval_key())
     x0 = jnp.asarray(data[: e.num_points])
-    means, per_level, levels = _level_metrics(sde, score_model, x0, jnp.asarray(data), key_levels,
-                                              e.num_levels)
-    nll, nll_nfe = nll_nats(config, sde, score_model, jnp.asarray(data[: e.nll_num_points]))
-    samples, sampler_nfe = _draw_samples(config, sde, score_model, key_samples, data.shape[1:])
-    quality = prdc(data[: config.sampling.num_samples], samples, nearest_k=e.prdc_k)
+    means, per_level, levels = _level_metrics(experiment.sde, score_model, x0, jnp.asarray(data),
+                                              key_levels, e.num_levels)
+    nll, nll_nfe = nll_nats(experiment, score_model, jnp.asarray(data[: e.nll_num_points]))
+    samples, sampler_nfe = _draw_samples(experiment, score_model, key_samples, e.num_samples)
+    quality = prdc(data[: e.num_samples], samples, nearest_k=e.prdc_k)
     results = {"step": step, **means, "nll": float(np.mean(nll)), "nll_nfe": nll_nfe,
-               "sampler": config.sampling.method, "sampler_nfe": sampler_nfe,
+               "sampler": experiment.sampler_method, "sampler_nfe": sampler_nfe,
                **{k: float(v) for k, v in quality.items()},
                "levels_t": levels, "per_level": per_level}
-    results["figures"] = _figures(config, workdir, step, sde, score_model, data, samples)
+    results["figures"] = _figures(experiment, workdir, step, score_model, samples)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"metrics_step_{step}.json"), "w") as f:
@@ -187,17 +166,18 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     return results
 
 
-def sample(config, workdir: str) -> str:
-    """Draw ``sampling.num_samples`` samples; write ``samples_step_<step>.npz`` and a PNG plot."""
-    step, sde, score_model = restore_score_model(config, workdir)
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + _EVAL_SEED_OFFSET), step)
-    data = train_data(config)
-    samples, nfe = _draw_samples(config, sde, score_model, key, data.shape[1:])
+def sample(experiment: Experiment, workdir: str) -> str:
+    """Draw the evaluation's number of samples; write ``samples_step_<step>.npz`` and a PNG."""
+    e = experiment.evaluation
+    step, score_model = restore_score_model(experiment, workdir, e.checkpoint)
+    key = jax.random.fold_in(experiment.eval_key(), step)
+    samples, nfe = _draw_samples(experiment, score_model, key, e.num_samples)
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"samples_step_{step}.npz")
     np.savez(path, samples=samples, nfe=nfe)
-    plots.plot_samples(os.path.join(out_dir, f"samples_step_{step}.png"), data[:5000],
-                       samples, f"{config.data.dataset}: {samples.shape[0]} samples, NFE {nfe}")
+    plots.plot_samples(os.path.join(out_dir, f"samples_step_{step}.png"),
+                       experiment.data.points[:5000], samples,
+                       f"{experiment.name}: {samples.shape[0]} samples, NFE {nfe}")
     print(f"wrote {path} ({samples.shape[0]} samples, NFE {nfe})")
     return path

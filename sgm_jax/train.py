@@ -1,115 +1,85 @@
-"""Training: ``TrainState``, the optimiser, the data-parallel step, ``train(config, workdir)``.
+"""Training: the data-parallel train step and the train loop.
 
-    state = train(config, workdir)          # resumes from workdir/checkpoints when present
-    state = load_latest(config, workdir)    # for evaluation / sampling
+    experiment = build_experiment(config)
+    state = train(experiment, workdir)          # resumes from workdir/checkpoints when present
 
-Randomness comes from ``config.seed`` only. ``jax.random.PRNGKey(seed)`` is split into four keys:
-the toy training set (:func:`train_data`), the batch order, the parameter initialisation and the
-training key ``TrainState.key``. Step k uses
+One loop trains every experiment, toy MLP or NCSN++ (score_sde's training procedure):
 
-  * the batch k: epoch e = k // (N // B) is the permutation of the N points drawn from
-    ``fold_in(batch_key, e)`` (as ``datasets.toy_batches``), and batch k is its
-    (k mod N // B)-th block of B rows; so a resumed run sees exactly the batches it would have;
-  * the loss key ``fold_in(state.key, k)`` (noise levels, perturbations, probes).
+  * step k uses the data source's batch k and the key ``fold_in(state.key, k)`` (noise levels,
+    perturbations, probes; its ``fold_in(·, 1)`` drives dropout), so a run with a given seed is
+    reproducible bit for bit on CPU for a fixed device count, across a kill and resume too;
+  * ``training.n_jitted_steps`` steps run in one compiled ``lax.scan`` per dispatch;
+  * the optimiser is ``experiment.optimizer`` (clipping, Adam, warm-up); the EMA of the parameters
+    (``optim.ema_rate``) is what evaluation and sampling use;
+  * lazy regularisation (``training.qc_every`` = k): the QC term, with its weight × k, on the
+    steps k divides, none on the others (StyleGAN2's lazy R1), chosen by ``lax.cond``;
+  * every ``training.eval_freq`` steps the loss of the EMA parameters on a test batch is logged
+    as ``eval_loss``; with ``training.snapshot_sampling`` a grid of samples is written at every
+    checkpoint;
+  * checkpoints (orbax ``CheckpointManager``: atomic, multi-host) hold the whole ``TrainState``
+    every ``training.snapshot_freq`` steps and at the end; the last ``keep_checkpoints`` are kept,
+    and those at multiples of ``keep_every`` forever;
+  * a fresh run with ``training.init_from`` starts from a checkpoint of another run (QCSGM's
+    two-stage schedule: stage 2 restores the stage-1 U model with its optimiser state and step,
+    as the official code, and continues with the stage-2 loss to ``n_iters``);
+  * a non-finite loss, gradient or parameter raises ``FloatingPointError`` naming the step, before
+    the bad state can be saved.
 
-A run with a given seed is therefore reproducible bit for bit on CPU for a fixed device count,
-including across a kill and resume. Checkpoints (orbax ``CheckpointManager``: atomic, the last
-``training.keep_checkpoints`` kept, pre-empted temporaries cleaned up) hold the whole
-``TrainState`` at ``training.snapshot_freq`` steps and at the end. A non-finite loss raises
-``FloatingPointError`` naming the step, before the bad state can be saved.
+Host 0 writes the logs, ``config.json`` and figures; every process feeds its own rows of each
+global batch.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from sgm_jax import datasets, parallel
-from sgm_jax.config_validation import model_from_config, sde_from_config, validate_config
-from sgm_jax.models.parameterisation import make_score_fn
-from sgm_jax.sde_loss import get_sde_loss_fn
+from sgm_jax import parallel, plots
+from sgm_jax.checkpoints import (TrainState, abstract_state, checkpoint_dir, init_from_checkpoint,
+                                 init_state, manager)
+from sgm_jax.data import Prefetcher
+
+if TYPE_CHECKING:
+    from sgm_jax.experiment import Experiment
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
+LOGGED = ("loss", "objective", "qc", "grad_norm", "param_norm")
 
 
-@flax.struct.dataclass
-class TrainState:
-    """Everything a run needs to continue: ``step`` (int32 scalar, updates done), ``params``,
-    ``opt_state`` (optax), ``ema_params`` (exponential moving average of ``params``) and
-    ``key`` (raw uint32 PRNG key; step k's loss key is ``fold_in(key, k)``)."""
+def make_update_fn(experiment: Experiment) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """One optimisation step ``update(state, batch) -> (state, metrics)`` (pure, not jitted).
 
-    step: Array
-    params: Any
-    opt_state: Any
-    ema_params: Any
-    key: Array
+    The gradient is that of the global batch mean of ``experiment.loss_fn`` (or of its lazy-QC
+    pair, see the module docstring). ``metrics`` holds the loss's ``aux`` (loss, objective, qc),
+    ``grad_norm`` and ``param_norm`` (after the update).
+    """
+    optimizer, ema_rate = experiment.optimizer, experiment.ema_rate
+    every = experiment.training.qc_every
 
-
-def _keys(config) -> dict[str, Array]:
-    names = ("data", "batches", "init", "train")
-    return dict(zip(names, jax.random.split(jax.random.PRNGKey(config.seed), len(names))))
-
-
-def train_data(config) -> np.ndarray:
-    """The fixed toy training set ``[data.num_points, 2]`` of ``config`` (from ``config.seed``)."""
-    key = _keys(config)["data"]
-    return np.asarray(datasets.make_toy_dataset(config.data.dataset, key, config.data.num_points))
-
-
-def make_optimizer(config) -> optax.GradientTransformation:
-    """Global-norm gradient clipping (``optim.grad_clip``; 0 disables it), then Adam
-    (``optim.lr``, ``beta1``, ``beta2``, ``eps``), with decoupled weight decay (AdamW) when
-    ``optim.weight_decay`` > 0 and a linear warm-up lr·min(step/warmup, 1) when ``optim.warmup``
-    > 0 (score_sde's schedule). Note: PyTorch's ``Adam(weight_decay=…)`` adds an L2 term to the
-    gradient instead; the official runs use 0."""
-    o = config.optim
-    lr = optax.linear_schedule(0.0, o.lr, o.warmup) if o.warmup > 0 else o.lr
-    if o.weight_decay > 0:
-        adam = optax.adamw(lr, b1=o.beta1, b2=o.beta2, eps=o.eps, weight_decay=o.weight_decay)
-    else:
-        adam = optax.adam(lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip), adam) if o.grad_clip > 0 else adam
-
-
-def build_score_model(config, model, sde) -> Callable[[Any], ScoreModel]:
-    """``params -> score_model(x, t)`` with ``config.model.parameterisation`` (QCSGM Eq. 12) and
-    ``config.model.condition``: "t" feeds the network t, "sigma" feeds it σ_t = sde.marginal_std(t)
-    (the official toy network)."""
-    sigma_fn = sde.marginal_std
-    if config.model.condition == "sigma":
-        def apply_fn(params, x, t):
-            return model.apply(params, x, sigma_fn(t))
-    else:
-        apply_fn = model.apply
-    parameterisation = config.model.parameterisation
-    return lambda params: make_score_fn(apply_fn, params, parameterisation, sigma_fn)
-
-
-def make_train_step(loss_fn, score_model_of_params, optimizer, ema_rate: float, mesh=None):
-    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh`` (default
-    :func:`parallel.data_mesh`): ``batch`` [B, ...] sharded over "data", state replicated; the
-    gradient is that of the global batch mean. ``state`` is donated. ``metrics`` holds the loss's
-    ``aux`` (loss, objective, qc), ``grad_norm`` and ``param_norm`` (after the update),
-    replicated scalars."""
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
-
-    def step(state: TrainState, batch):
-        key = jax.random.fold_in(state.key, state.step)
-
+    def gradients(loss_fn, state, batch, loss_key, dropout_key):
         def objective(params):
-            return loss_fn(score_model_of_params(params), batch, key)
+            score_model = experiment.score_model(params, train=True, dropout_key=dropout_key)
+            return loss_fn(score_model, batch["x"], loss_key)
 
-        (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        return jax.grad(objective, has_aux=True)(state.params)
+
+    def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        loss_key = jax.random.fold_in(state.key, state.step)
+        keys = (loss_key, jax.random.fold_in(loss_key, 1))
+        if experiment.lazy_loss_fn is None:
+            grads, aux = gradients(experiment.qc_loss_fn, state, batch, *keys)
+        else:
+            grads, aux = jax.lax.cond(
+                state.step % every == 0,
+                lambda: gradients(experiment.qc_loss_fn, state, batch, *keys),
+                lambda: gradients(experiment.lazy_loss_fn, state, batch, *keys))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
@@ -117,186 +87,202 @@ def make_train_step(loss_fn, score_model_of_params, optimizer, ema_rate: float, 
         norms = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
         return new, {**aux, **norms}
 
+    return update
+
+
+def make_train_step(update_fn, mesh, steps_per_call: int = 1):
+    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``: the
+    state replicated (and donated), the batch sharded over ``"data"``. With ``steps_per_call``
+    n > 1 the batch is a group ``[n, B, ...]`` run by one ``lax.scan`` and every metric comes
+    back as ``[n]``; with 1 it is ``[B, ...]`` and the metrics are scalars."""
+    repl = parallel.replicated_sharding(mesh)
+    shard = parallel.batch_sharding(mesh, 0 if steps_per_call == 1 else 1)
+    step = update_fn if steps_per_call == 1 else (
+        lambda state, batches: jax.lax.scan(update_fn, state, batches))
     return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl), donate_argnums=0)
 
 
-class Experiment:
-    """The static pieces of a run built from a validated config: data, SDE, model, optimiser,
-    the score model of the parameters, the initial state and the loss."""
+def make_eval_step(experiment: Experiment, mesh):
+    """A jitted ``eval_loss(ema_params, batch, key) -> loss``: ``experiment.loss_fn`` of the
+    EMA parameters (no dropout) on a sharded batch, as score_sde's evaluation step."""
+    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
 
-    def __init__(self, config, mesh):
-        self.config, self.mesh = config, mesh
-        self.keys = _keys(config)
-        self.data = train_data(config)
-        self.sde = sde_from_config(config)
-        self.model = model_from_config(config)
-        self.optimizer = make_optimizer(config)
-        self.score_model_of_params = build_score_model(config, self.model, self.sde)
+    def eval_loss(params, batch, key):
+        return experiment.loss_fn(experiment.score_model(params), batch["x"], key)[0]
 
-    def init_state(self) -> TrainState:
-        x = jnp.asarray(self.data[:1])
-        params = self.model.init(self.keys["init"], x, jnp.ones((1,), x.dtype))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=self.optimizer.init(params),
-                          ema_params=jax.tree.map(jnp.copy, params),
-                          key=self.keys["train"])
-
-    def abstract_state(self) -> TrainState:
-        repl = parallel.replicated_sharding(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
-                            jax.eval_shape(self.init_state))
-
-    def loss_fn(self):
-        t = self.config.training
-        return get_sde_loss_fn(
-            self.sde, t.objective, qc_weight=t.qc_weight, qc_num_vectors=t.qc_num_vectors,
-            qc_estimator=t.qc_estimator, weighting=t.weighting, eps=t.eps,
-            data=jnp.asarray(self.data) if t.objective == "esm" else None)
+    return jax.jit(eval_loss, in_shardings=(repl, shard, repl), out_shardings=repl)
 
 
-class _Batches:
-    """Host-local rows of batch k, a function of (seed, k) only (see the module docstring)."""
-
-    def __init__(self, data: np.ndarray, key: Array, batch_size: int):
-        self.data, self.key, self.batch_size = data, key, batch_size
-        self.steps_per_epoch = data.shape[0] // batch_size
-        local = batch_size // jax.process_count()
-        self.rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
-        self._epoch, self._cached = -1, None
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            key = jax.random.fold_in(self.key, epoch)
-            self._cached = np.asarray(jax.random.permutation(key, len(self.data)))
-            self._epoch = epoch
-        return self._cached
-
-    def __call__(self, step: int) -> np.ndarray:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        index = self._perm(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.data[index[self.rows]]
-
-
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
-
-
-def _manager(workdir: str, keep: int | None = None, read_only: bool = False):
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
-
-
-def _restore(manager, setup: Experiment, step: int) -> TrainState:
-    return manager.restore(step, args=ocp.args.StandardRestore(setup.abstract_state()))
-
-
-def load_checkpoint(config, workdir: str, step: int | None = None, *, mesh=None) -> TrainState:
-    """The ``TrainState`` saved at ``step`` (default: the latest) in ``workdir/checkpoints``,
-    replicated over ``mesh``. Raises ``ValueError`` when there is no (such) checkpoint."""
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    validate_config(config, num_devices=1)  # the training batch need not divide this mesh
-    directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
-        raise ValueError(f"no checkpoint in {directory} (the directory does not exist).")
-    manager = _manager(workdir, read_only=True)
-    steps = manager.all_steps()
-    if not steps:
-        raise ValueError(f"no checkpoint in {directory}.")
-    step = manager.latest_step() if step is None or step < 0 else step
-    if step not in steps:
-        raise ValueError(
-            f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}.")
-    state = _restore(manager, Experiment(config, mesh), step)
-    manager.close()
-    return state
-
-
-def load_latest(config, workdir: str, *, mesh=None) -> TrainState:
-    """The latest ``TrainState`` in ``workdir/checkpoints``; ``ValueError`` "no checkpoint in …"
-    when there is none."""
-    return load_checkpoint(config, workdir, None, mesh=mesh)
-
-
-def _write_config(config, workdir: str) -> None:
+def _write_json(path: str, content: dict | str) -> None:
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
 
 
-def train(config, workdir: str, *, mesh=None, writer=None) -> TrainState:
-    """Train ``config`` in ``workdir`` up to ``training.n_iters`` steps and return the final state.
+# --------------------------------------------------------------------------- the loop
 
-    Validates the config first (``ValueError`` naming the field), resumes from the latest
-    checkpoint in ``workdir/checkpoints`` when one exists, logs loss / objective / qc /
-    grad_norm / param_norm (means over the last ``training.log_freq`` steps) and steps/s with an
-    ETA to the console and TensorBoard (``workdir``), and saves every ``training.snapshot_freq``
-    steps and at the end. Raises ``FloatingPointError`` naming the step when the loss, the gradient
-    or the updated parameters become non-finite (checked for every step); the bad state is not
-    saved, so the last checkpoint stays the last good one. ``mesh`` defaults to all devices
-    (:func:`parallel.data_mesh`); ``writer`` (a clu ``MetricWriter``) replaces the default
-    console + TensorBoard writer.
+
+def _check_finite(metrics: list[tuple[int, dict]], ckpt, workdir: str, lr: float) -> None:
+    for step, m in metrics:
+        bad = [k for k in ("loss", "grad_norm", "param_norm") if not np.isfinite(m[k])]
+        if bad:
+            last = ckpt.latest_step()
+            kept = "none saved yet" if last is None else f"step {last}"
+            raise FloatingPointError(
+                f"the training {bad[0]} became non-finite ({m[bad[0]]}) at step {step}; the state "
+                f"was not saved (last checkpoint: {kept}, in {checkpoint_dir(workdir)}). Try a "
+                f"lower learning rate (optim.lr, now {lr}) or gradient clipping (optim.grad_clip).")
+
+
+def _per_step(first: int, metrics: dict) -> list[tuple[int, dict]]:
+    """Host metrics of one call ([n] arrays or scalars) as (step, scalars) pairs."""
+    arrays = {k: np.atleast_1d(np.asarray(v)) for k, v in metrics.items()}
+    n = len(next(iter(arrays.values())))
+    return [(first + i, {k: float(v[i]) for k, v in arrays.items()}) for i in range(n)]
+
+
+def _log_means(window: list[dict]) -> dict:
+    means = {k: float(np.mean([m[k] for m in window])) for k in LOGGED}
+    means["qc_share"] = (means["loss"] - means["objective"]) / means["loss"] if means["loss"] else 0.0
+    return means
+
+
+class _Evaluator:
+    """``eval_loss`` of the EMA parameters on test batch j = (step / eval_freq) mod (number of
+    full test batches), with the key ``fold_in(eval key, step)``."""
+
+    def __init__(self, experiment: Experiment, mesh):
+        self.experiment, self.mesh = experiment, mesh
+        self.step_fn = make_eval_step(experiment, mesh)
+        batch_size = experiment.training.batch_size
+        self.num_batches = max(1, experiment.data.num_eval_examples() // batch_size)
+
+    def __call__(self, state: TrainState, step: int) -> float:
+        t = self.experiment.training
+        index = (step // t.eval_freq) % self.num_batches
+        for j, batch in enumerate(self.experiment.data.eval_batches(t.batch_size)):
+            if j == index:
+                break
+        batch = parallel.shard_batch({"x": batch["x"]}, self.mesh)
+        key = jax.random.fold_in(self.experiment.eval_key(), step)
+        return float(self.step_fn(state.ema_params, batch, key))
+
+
+class SnapshotSampler:
+    """``training.snapshot_num_samples`` samples of the EMA model at a checkpoint, as an image grid
+    (images) or a scatter over the data (points), in ``workdir/samples/step_<step>.png``. The
+    sampler is compiled once, for all snapshots of a run."""
+
+    def __init__(self, experiment: Experiment, workdir: str):
+        self.experiment, self.workdir = experiment, workdir
+        shape = (experiment.training.snapshot_num_samples, *experiment.event_shape)
+        self.sample = jax.jit(lambda params, key: experiment.sampler(
+            experiment.score_model(params), shape, key))
+
+    def __call__(self, state: TrainState) -> str:
+        experiment, step = self.experiment, int(state.step)
+        samples, nfe = self.sample(state.ema_params,
+                                   jax.random.fold_in(experiment.eval_key(), step))
+        path = os.path.join(self.workdir, "samples", f"step_{step}.png")
+        if jax.process_index() == 0:
+            samples = np.asarray(jax.device_get(samples))
+            title = f"{experiment.name}: step {step}, NFE {int(nfe)}"
+            if experiment.is_toy:
+                plots.plot_samples(path, experiment.data.points[:5000], samples, title)
+            else:
+                plots.save_image_grid(path, np.asarray(experiment.data.inverse_scaler(samples)))
+        return path
+
+
+def _report(progress, first: int, done: int) -> None:
+    """clu's progress report wants every step: those of one dispatch, in order."""
+    for step in range(first + 1, done + 1):
+        progress(step)
+
+
+def _initial_state(experiment: Experiment, ckpt, workdir: str, mesh) -> TrainState:
+    latest = ckpt.latest_step()
+    if latest is not None:
+        logging.info("Resuming from step %d in %s.", latest, checkpoint_dir(workdir))
+        return ckpt.restore(latest, args=ocp.args.StandardRestore(
+            abstract_state(experiment, mesh)))
+    if experiment.training.init_from:
+        state = init_from_checkpoint(experiment, mesh)
+        logging.info("Starting from step %d of %s.", int(state.step),
+                     experiment.training.init_from)
+        _write_json(os.path.join(workdir, "init_from.json"),
+                    {"init_from": os.path.abspath(experiment.training.init_from),
+                     "step": int(state.step)})
+        return state
+    return jax.jit(lambda: init_state(experiment),
+                   out_shardings=parallel.replicated_sharding(mesh))()
+
+
+def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> TrainState:
+    """Train ``experiment`` in ``workdir`` up to ``training.n_iters`` steps (module docstring)
+    and return the final state.
+
+    Logs loss / objective / qc / qc_share / grad_norm / param_norm (means over the last
+    ``training.log_freq`` steps), eval_loss and steps/s with an ETA to the console and
+    TensorBoard (``workdir``). ``mesh`` defaults to all devices (:func:`parallel.data_mesh`);
+    ``writer`` (a clu ``MetricWriter``) replaces the default console + TensorBoard writer.
     """
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    validate_config(config, mesh.size)
     from clu import metric_writers, periodic_actions  # imports TensorFlow: only when training
 
-    t = config.training
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    parallel.check_batch_divisible(experiment.training.batch_size, mesh.size)
+    t = experiment.training
     os.makedirs(workdir, exist_ok=True)
-    setup = Experiment(config, mesh)
-    manager = _manager(workdir, keep=t.keep_checkpoints)
-    latest = manager.latest_step()
-    if latest is None:
-        repl = parallel.replicated_sharding(mesh)
-        state = jax.jit(setup.init_state, out_shardings=repl)()  # one compilation, replicated
-    else:
-        state = _restore(manager, setup, latest)
-        logging.info("Resuming from step %d in %s.", latest, checkpoint_dir(workdir))
-    _write_config(config, workdir)
-    step_fn = make_train_step(setup.loss_fn(), setup.score_model_of_params, setup.optimizer,
-                              config.optim.ema_rate, mesh)
-    batches = _Batches(setup.data, setup.keys["batches"], t.batch_size)
+    ckpt = manager(checkpoint_dir(workdir), keep=t.keep_checkpoints, keep_every=t.keep_every)
+    state = _initial_state(experiment, ckpt, workdir, mesh)
+    _write_json(os.path.join(workdir, "config.json"), experiment.config.to_json_best_effort(indent=2))
+    step_fn = make_train_step(make_update_fn(experiment), mesh, t.n_jitted_steps)
+    evaluator = _Evaluator(experiment, mesh) if t.eval_freq else None
+    snapshot = SnapshotSampler(experiment, workdir) if t.snapshot_sampling else None
     own_writer = writer is None
     if own_writer:
         writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     progress = periodic_actions.ReportProgress(
         num_train_steps=t.n_iters, writer=writer, every_steps=t.log_freq, every_secs=None)
-
+    first = int(state.step)
+    if first % t.n_jitted_steps and first < t.n_iters:
+        raise ValueError(f"the run is at step {first}, not a multiple of training.n_jitted_steps="
+                         f"{t.n_jitted_steps}; resume it with the n_jitted_steps it was saved with.")
+    put = lambda batch: parallel.shard_batch(  # noqa: E731
+        batch, mesh, 0 if t.n_jitted_steps == 1 else 1)
     pending, window = [], []  # device metrics not yet checked; checked host metrics not yet logged
     try:
-        for step in range(int(state.step), t.n_iters):
-            state, metrics = step_fn(state, parallel.shard_batch(batches(step), mesh))
-            pending.append((step, metrics))
-            done = step + 1
-            is_log, is_save = done % t.log_freq == 0, done % t.snapshot_freq == 0
-            if not (is_log or is_save or done == t.n_iters):
-                progress(done)
-                continue
-            for s, m in jax.device_get(pending):  # check every step before anything is saved
-                bad = [k for k in ("loss", "grad_norm", "param_norm") if not np.isfinite(m[k])]
-                if bad:
-                    last = manager.latest_step()
-                    kept = "none saved yet" if last is None else f"step {last}"
-                    raise FloatingPointError(
-                        f"the training {bad[0]} became non-finite ({m[bad[0]]}) at step {s}; the "
-                        f"state was not saved (last checkpoint: {kept}, in "
-                        f"{checkpoint_dir(workdir)}). Try a lower optim.lr (now "
-                        f"{config.optim.lr}) or gradient clipping (optim.grad_clip).")
-                window.append(m)
-            pending = []
-            if is_log or done == t.n_iters:
-                means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-                writer.write_scalars(done, means)
-                window = []
-            if is_save or done == t.n_iters:
-                manager.save(done, args=ocp.args.StandardSave(state))
-            progress(done)
-        if manager.latest_step() != int(state.step):
-            manager.save(int(state.step), args=ocp.args.StandardSave(state))
+        with Prefetcher(experiment.data, first, t.n_jitted_steps, put) as batches:
+            for step, batch in batches:
+                if step >= t.n_iters:
+                    break
+                state, metrics = step_fn(state, batch)
+                pending.append((step, metrics))
+                done = step + t.n_jitted_steps
+                is_log, is_save = done % t.log_freq == 0, done % t.snapshot_freq == 0
+                is_eval = bool(t.eval_freq) and done % t.eval_freq == 0
+                if not (is_log or is_save or is_eval or done >= t.n_iters):
+                    _report(progress, step, done)
+                    continue
+                host = [pair for s, m in jax.device_get(pending) for pair in _per_step(s, m)]
+                _check_finite(host, ckpt, workdir, t.lr)  # before anything is saved
+                window.extend(m for _, m in host)
+                pending = []
+                if is_log or done >= t.n_iters:
+                    writer.write_scalars(done, _log_means(window))
+                    window = []
+                if is_eval:
+                    writer.write_scalars(done, {"eval_loss": evaluator(state, done)})
+                if is_save or done >= t.n_iters:
+                    ckpt.save(done, args=ocp.args.StandardSave(state))
+                    if snapshot is not None:
+                        snapshot(state)
+                _report(progress, step, done)
+        if ckpt.latest_step() != int(state.step):
+            ckpt.save(int(state.step), args=ocp.args.StandardSave(state))
     finally:
-        manager.wait_until_finished()
-        manager.close()
+        ckpt.wait_until_finished()
+        ckpt.close()
         if own_writer:
             writer.close()
         else:

@@ -1,6 +1,5 @@
-"""Tests for the toy datasets and the batch iterator (sgm_jax.datasets)."""
+"""Tests for the toy data generators (sgm_jax.data.toy)."""
 
-import itertools
 import math
 
 import jax
@@ -10,32 +9,32 @@ import pytest
 from scipy.spatial import cKDTree
 from sklearn.datasets import make_moons
 
-from sgm_jax import datasets
+from sgm_jax import data
 
 NAMES = ["8gaussians", "spirals", "checkerboard", "moons"]
 N = 50000
 
 
 def _points(name, seed=0, n=N):
-    return np.asarray(datasets.make_toy_dataset(name, jax.random.key(seed), n))
+    return np.asarray(data.make_toy_dataset(name, jax.random.PRNGKey(seed), n))
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n", [1, 7])
 def test_shape_dtype_determinism(name, n):
-    key = jax.random.key(3)
-    x, y = datasets.make_toy_dataset(name, key, n, return_labels=True)
+    key = jax.random.PRNGKey(3)
+    x, y = data.make_toy_dataset(name, key, n, return_labels=True)
     assert x.shape == (n, 2) and x.dtype == jnp.float32
     assert y.shape == (n,) and y.dtype == jnp.int32
     assert np.all(np.isfinite(x))
-    np.testing.assert_array_equal(x, datasets.make_toy_dataset(name, key, n))
+    np.testing.assert_array_equal(x, data.make_toy_dataset(name, key, n))
     if n > 1:
-        other = datasets.make_toy_dataset(name, jax.random.key(4), n)
+        other = data.make_toy_dataset(name, jax.random.PRNGKey(4), n)
         assert not np.array_equal(x, other)
 
 
 def test_raw_uint32_keys_work():
-    x = datasets.make_toy_dataset("checkerboard", jax.random.PRNGKey(0), 10)
+    x = data.make_toy_dataset("checkerboard", jax.random.PRNGKey(0), 10)
     assert x.shape == (10, 2)
 
 
@@ -80,9 +79,9 @@ def test_checkerboard_black_squares_equal_mass():
 
 
 def test_spirals_are_the_two_arms_in_random_order():
-    key = jax.random.key(0)
+    key = jax.random.PRNGKey(0)
     x = _points("spirals")
-    arms = np.asarray(datasets.spiral_arms(jax.random.split(key)[0], N))
+    arms = np.asarray(data.spiral_arms(jax.random.split(key)[0], N))
     distance, index = cKDTree(arms).query(x)
     assert distance.max() < 1e-5 and len(np.unique(index)) == N  # a permutation of the arms
     assert not np.array_equal(x, arms)
@@ -99,7 +98,7 @@ def test_every_prefix_is_a_sample_of_the_whole_set(name):
 
 
 def test_spirals_geometry():
-    x = np.asarray(datasets.spiral_arms(jax.random.key(0), N))
+    x = np.asarray(data.spiral_arms(jax.random.PRNGKey(0), N))
     half = N // 2
     np.testing.assert_array_equal(x[half:], -x[:half])
     jitter = 0.5 * math.sqrt(2)
@@ -123,7 +122,7 @@ def test_spirals_geometry():
 
 @pytest.mark.parametrize("n", [10000, 101])
 def test_moons_match_sklearn(n):
-    x, y = datasets.moons(jax.random.key(0), n)
+    x, y = data.moons(jax.random.PRNGKey(0), n)
     x, y = np.asarray(x), np.asarray(y)
     ref, ref_y = make_moons(n, noise=0.0, random_state=1)
     ref = 20 * (ref - ref.mean(0))
@@ -140,85 +139,43 @@ def test_moons_match_sklearn(n):
 
 
 def test_moons_order_depends_on_key():
-    a, _ = datasets.moons(jax.random.key(0), 101)
-    b, _ = datasets.moons(jax.random.key(1), 101)
+    a, _ = data.moons(jax.random.PRNGKey(0), 101)
+    b, _ = data.moons(jax.random.PRNGKey(1), 101)
     assert not np.array_equal(a, b)
     np.testing.assert_allclose(np.sort(a, axis=0), np.sort(b, axis=0))
 
 
-def test_batches_cover_each_epoch_and_reshuffle():
-    n, b = 60, 12
-    data = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, 2))
-    key = jax.random.key(1)
-    batches = list(itertools.islice(datasets.toy_batches(data, key, b), 3 * n // b))
-    assert all(batch.shape == (b, 2) for batch in batches)
-    epochs = [np.concatenate(batches[i : i + n // b])[:, 0] for i in range(0, len(batches), n // b)]
-    for ids in epochs:
-        np.testing.assert_array_equal(np.sort(ids), np.arange(n))
-    assert not np.array_equal(epochs[0], epochs[1])
-    again = list(itertools.islice(datasets.toy_batches(data, key, b), len(batches)))
-    for u, v in zip(batches, again):
-        np.testing.assert_array_equal(u, v)
-    other = next(datasets.toy_batches(data, jax.random.key(2), b))
-    assert not np.array_equal(other, batches[0])
-
-
-def test_batches_drop_remainder_and_keep_pairs():
-    n, b = 50, 16
-    x = jnp.arange(n, dtype=jnp.float32)[:, None] * jnp.ones((1, 2))
-    y = jnp.arange(n, dtype=jnp.int32)
-    batches = list(itertools.islice(datasets.toy_batches((x, y), jax.random.key(0), b), 3))
-    ids = np.concatenate([by for _, by in batches])
-    assert len(ids) == 3 * b and len(np.unique(ids)) == 3 * b
-    for bx, by in batches:
-        assert bx.shape == (b, 2) and by.shape == (b,)
-        np.testing.assert_array_equal(bx[:, 0], by.astype(np.float32))
-
-
 def test_unknown_name():
-    with pytest.raises(ValueError, match=r"'nope'.*8gaussians.*checkerboard.*moons.*spirals"):
-        datasets.get_toy_dataset("nope")
+    with pytest.raises(ValueError, match=r"toy data set must be one of \('8gaussians', "
+                       r"'checkerboard', 'moons', 'spirals'\); got 'nope'"):
+        data.get_toy_dataset("nope")
     with pytest.raises(ValueError, match="nope"):
-        datasets.make_toy_dataset("nope", jax.random.key(0))
+        data.make_toy_dataset("nope", jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10", None])
 def test_bad_num_points(bad):
-    with pytest.raises(ValueError, match="num_points must be a positive int"):
-        datasets.make_toy_dataset("spirals", jax.random.key(0), bad)
+    with pytest.raises(ValueError, match="num_points must be an integer >= 1"):
+        data.make_toy_dataset("spirals", jax.random.PRNGKey(0), bad)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_n_in_generators(name):
-    with pytest.raises(ValueError, match="n must be a positive int"):
-        datasets.get_toy_dataset(name)(jax.random.key(0), 0)
-
-
-def test_bad_batch_arguments():
-    data = jnp.zeros((10, 2))
-    key = jax.random.key(0)
-    for bad in (0, -1, 1.5, False):
-        with pytest.raises(ValueError, match="batch_size must be a positive int"):
-            datasets.toy_batches(data, key, bad)
-    with pytest.raises(ValueError, match=r"<= the number of points \(10\), got 11"):
-        datasets.toy_batches(data, key, 11)
-    with pytest.raises(ValueError, match="one leading size"):
-        datasets.toy_batches((data, jnp.zeros(9)), key, 2)
-    with pytest.raises(ValueError, match="one leading size"):
-        datasets.toy_batches(jnp.zeros(()), key, 1)
+    with pytest.raises(ValueError, match="n must be an integer >= 1; got 0"):
+        data.get_toy_dataset(name)(jax.random.PRNGKey(0), 0)
 
 
 def _eight_gaussians_log_density(x, sigma):
-    means = np.asarray(datasets.EIGHT_GAUSSIANS_MEANS)
-    var = datasets.EIGHT_GAUSSIANS_STD**2 + sigma**2
+    means = np.asarray(data.EIGHT_GAUSSIANS_MEANS)
+    var = data.EIGHT_GAUSSIANS_STD**2 + sigma**2
     sq = jnp.sum((x[None] - means) ** 2, axis=-1)
     return jax.scipy.special.logsumexp(-0.5 * sq / var) - math.log(8 * 2 * math.pi * var)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.1, 1.0, 3.0])
 def test_eight_gaussians_score_is_the_gradient_of_the_mixture_log_density(sigma):
-    x = 6.0 * jax.random.normal(jax.random.key(0), (64, 2))
+    x = 6.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 2))
     expected = jax.vmap(jax.grad(_eight_gaussians_log_density), (0, None))(x, sigma)
-    np.testing.assert_allclose(datasets.eight_gaussians_score(x, sigma), expected,
+    np.testing.assert_allclose(data.eight_gaussians_score(x, sigma), expected,
                                rtol=1e-5, atol=1e-5)
 

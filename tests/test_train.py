@@ -1,4 +1,5 @@
-"""Training loop: kill-and-resume reproducibility, NaN handling, config validation, multi-device.
+"""Training loop: kill-and-resume reproducibility, NaN handling, config validation, multi-device,
+several steps per dispatch, lazy regularisation, the evaluation loss and two-stage training.
 
 All runs use one tiny config (``_tiny_config``): a 2-layer MLP of width 16 conditioned on t, DSM,
 batch 64 from 512 checkerboard points, 12 steps with a checkpoint every 4. The reference run
@@ -8,6 +9,7 @@ the device-count test builds an explicit 1-device mesh in this process.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import signal
@@ -19,28 +21,31 @@ import time
 import jax
 import numpy as np
 import pytest
-from clu import metric_writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from configs.default_toy import get_default_configs  # noqa: E402
-from sgm_jax import parallel, train  # noqa: E402
-from sgm_jax.config_validation import validate_config  # noqa: E402
+from recording_writer import Recorder  # noqa: E402
+from sgm_jax import checkpoints, parallel, train  # noqa: E402
+from sgm_jax.data import DataSource  # noqa: E402
+from sgm_jax.experiment import build_experiment  # noqa: E402
 
 N_ITERS, SNAPSHOT = 12, 4
 # JSON so that the subprocess builds exactly the same config.
 TINY = json.dumps({
     "data.num_points": 512, "model.name": "toy_mlp", "model.condition": "t",
-    "model.kwargs": {"hidden": [16, 16], "embedding_size": 4},
     "training.batch_size": 64, "training.n_iters": N_ITERS, "training.log_freq": 1,
     "training.snapshot_freq": SNAPSHOT, "training.keep_checkpoints": 2,
 })
+TOY_MLP = {"hidden": (16, 16), "embedding_size": 4}
 
 
 def _tiny_config(**overrides):
     config = get_default_configs()
+    del config.model.output_activation  # a field of official_toy, not of toy_mlp
+    config.model.update(TOY_MLP)
     for path, value in {**json.loads(TINY), **overrides}.items():
         *parents, leaf = path.split(".")
         node = config
@@ -50,16 +55,8 @@ def _tiny_config(**overrides):
     return config
 
 
-class _Recorder(metric_writers.LoggingWriter):
-    """Keeps the logged losses (one per step with log_freq 1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.losses = {}
-
-    def write_scalars(self, step, scalars):
-        if "loss" in scalars:
-            self.losses[int(step)] = float(scalars["loss"])
+def _experiment(**overrides):
+    return build_experiment(_tiny_config(**overrides))
 
 
 def _assert_trees_equal(a, b):
@@ -69,22 +66,23 @@ def _assert_trees_equal(a, b):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run on all (8) devices: (final state, losses by step)."""
-    recorder = _Recorder()
-    state = train.train(_tiny_config(), str(tmp_path_factory.mktemp("ref")), writer=recorder)
+    recorder = Recorder()
+    state = train.train(_experiment(), str(tmp_path_factory.mktemp("ref")), writer=recorder)
     return jax.device_get(state), recorder.losses
 
 
 _CHILD = textwrap.dedent("""
-    import json, sys, time
-    sys.path.insert(0, {root!r})
-    from tests.test_train import _tiny_config
+    import os, sys, time
+    sys.path[:0] = [{root!r}, os.path.join({root!r}, "tests")]
+    from tests.test_train import _experiment
     from sgm_jax import train
-    slow = train._Batches.__call__
+    from sgm_jax.data import DataSource
+    slow = DataSource.train_batch
     def throttled(self, step):  # slow steps down so that the parent can kill mid-run
         time.sleep(0.25)
         return slow(self, step)
-    train._Batches.__call__ = throttled
-    train.train(_tiny_config(**{{"training.n_iters": 10000}}), sys.argv[1])
+    DataSource.train_batch = throttled
+    train.train(_experiment(**{{"training.n_iters": 10000}}), sys.argv[1])
 """)
 
 
@@ -106,9 +104,9 @@ def test_kill_and_resume_is_bitwise_identical(reference, tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stderr.close()
-    killed_at = train._manager(workdir, read_only=True).latest_step()
+    killed_at = checkpoints.manager(checkpoints.checkpoint_dir(workdir), read_only=True).latest_step()
     assert SNAPSHOT <= killed_at < N_ITERS
-    state = train.train(_tiny_config(), workdir)
+    state = train.train(_experiment(), workdir)
     assert int(state.step) == N_ITERS
     ref_state, _ = reference
     _assert_trees_equal(jax.device_get(state), ref_state)
@@ -116,65 +114,76 @@ def test_kill_and_resume_is_bitwise_identical(reference, tmp_path):
 
 def test_non_finite_loss_names_the_step_and_keeps_last_checkpoint(monkeypatch, tmp_path):
     bad_step = SNAPSHOT + 2
-    clean = train._Batches.__call__
+    clean = DataSource.train_batch
 
     def poisoned(self, step):
         batch = clean(self, step)
-        return batch * np.nan if step >= bad_step else batch
+        return {**batch, "x": batch["x"] * np.nan} if step >= bad_step else batch
 
-    monkeypatch.setattr(train._Batches, "__call__", poisoned)
+    monkeypatch.setattr(DataSource, "train_batch", poisoned)
+    experiment = _experiment()
     with pytest.raises(FloatingPointError, match=f"at step {bad_step}"):
-        train.train(_tiny_config(), str(tmp_path))
+        train.train(experiment, str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(SNAPSHOT)]
-    state = train.load_latest(_tiny_config(), str(tmp_path))
+    state = checkpoints.load_checkpoint(experiment, str(tmp_path))
     assert int(state.step) == SNAPSHOT
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state.params)))
 
 
 @pytest.mark.parametrize("path, value, field", [
     ("model.name", "resnet9000", "model.name"),
+    ("model.depth", 3, "model.depth"),
     ("training.objective", "magic", "training.objective"),
     ("sampling.method", "teleport", "sampling.method"),
     ("sampling.predictor", "oracle", "sampling.predictor"),
+    ("sampling.n_steps", 0, "sampling.n_steps"),
+    ("sampling.snr", 1.5, "sampling.snr"),
     ("sde.name", "brownian", "sde.name"),
     ("sde.sigma_min", 5.0, "sde.sigma_min"),
     ("training.batch_size", 60, "training.batch_size"),
+    ("training.n_jitted_steps", 5, "training.n_iters"),
+    ("training.qc_fraction", 0.0, "training.qc_fraction"),
+    ("training.init_step", -2, "training.init_step"),
     ("optim.lr", -1e-3, "optim.lr"),
     ("model.parameterisation", "x", "model.parameterisation"),
-    ("model.condition", "log_sigma", "model.condition"),
+    ("model.condition", "index", "model.condition"),
     ("data.dataset", "mnist", "data.dataset"),
 ])
-def test_invalid_config_fails_before_work(tmp_path, path, value, field):
+def test_invalid_config_fails_before_work(path, value, field):
     config = _tiny_config(**{path: value})
+    if path in ("sampling.n_steps", "sampling.snr"):
+        config.sampling.method = "pc"
     with pytest.raises(ValueError, match=field.replace(".", r"\.")) as err:
-        train.train(config, str(tmp_path / "run"))
-    assert repr(value) in str(err.value) or str(value) in str(err.value)
-    assert not (tmp_path / "run").exists()
+        build_experiment(config)
+    if path != "model.depth":  # an unknown field is named with the model's allowed fields
+        assert repr(value) in str(err.value) or str(value) in str(err.value)
 
 
 def test_batch_size_must_divide_the_device_count():
     assert jax.device_count() == 8
     with pytest.raises(ValueError, match=r"training\.batch_size=60 .* 8"):
-        validate_config(_tiny_config(**{"training.batch_size": 60}))
-    validate_config(_tiny_config(**{"training.batch_size": 60}), num_devices=1)
+        build_experiment(_tiny_config(**{"training.batch_size": 60}))
+    build_experiment(_tiny_config(**{"training.batch_size": 60}), num_devices=1)
     with pytest.raises(ValueError, match=r"training\.batch_size"):
         parallel.check_batch_divisible(6, 4)
 
 
 def test_eval_on_empty_workdir_says_no_checkpoint(tmp_path):
+    experiment = _experiment()
     with pytest.raises(ValueError, match="no checkpoint in .*checkpoints"):
-        train.load_latest(_tiny_config(), str(tmp_path))
+        checkpoints.load_checkpoint(experiment, str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(ValueError, match="no checkpoint in .*checkpoints"):
-        train.load_latest(_tiny_config(), str(tmp_path))
+        checkpoints.load_checkpoint(experiment, str(tmp_path))
 
 
 def test_one_device_matches_eight_devices(reference, tmp_path):
     """Same losses and parameters on a 1-device mesh as on the 8-device mesh (float tolerance:
     the batch reductions are split differently)."""
-    recorder = _Recorder()
+    recorder = Recorder()
     one = parallel.data_mesh(jax.devices()[:1])
-    state = train.train(_tiny_config(), str(tmp_path), mesh=one, writer=recorder)
+    state = train.train(build_experiment(_tiny_config(), num_devices=1), str(tmp_path), mesh=one,
+                        writer=recorder)
     ref_state, ref_losses = reference
     assert sorted(recorder.losses) == sorted(ref_losses) == list(range(1, N_ITERS + 1))
     np.testing.assert_allclose([recorder.losses[k] for k in sorted(ref_losses)],
@@ -183,13 +192,73 @@ def test_one_device_matches_eight_devices(reference, tmp_path):
                  jax.device_get(state.params), ref_state.params)
 
 
+def test_several_steps_per_dispatch_match_one(reference, tmp_path):
+    """n_jitted_steps = 4 runs the same 12 updates in 3 scans: same per-step losses (each step
+    is logged) and parameters, up to the float reassociation of a scanned loop."""
+    recorder = Recorder()
+    state = train.train(_experiment(**{"training.n_jitted_steps": 4, "training.log_freq": 4}),
+                        str(tmp_path), writer=recorder)
+    ref_state, ref_losses = reference
+    assert int(state.step) == N_ITERS and sorted(recorder.losses) == [4, 8, 12]
+    for end in (4, 8, 12):  # a logged value is the mean over the 4 steps of its window
+        window = np.mean([ref_losses[s] for s in range(end - 3, end + 1)])
+        np.testing.assert_allclose(recorder.losses[end], window, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 jax.device_get(state.params), ref_state.params)
+
+
+def test_lazy_regularisation_alternates_the_qc_term(tmp_path):
+    """qc_every = 2: the QC term with weight 2λ on even steps, none on odd steps. The logged
+    aux of each step shows it: qc > 0 and loss = objective + 2λ·qc on even steps, qc = 0 and
+    loss = objective on odd ones; the share of the regulariser is logged too."""
+    recorder = Recorder()
+    weight = 0.05
+    train.train(_experiment(**{"training.qc_weight": weight, "training.qc_every": 2,
+                               "training.qc_estimator": "hutchinson"}),
+                str(tmp_path), writer=recorder)
+    s = recorder.scalars
+    for step in range(1, N_ITERS + 1):  # logged after step `step` − 1 (0-based) ran
+        ran = step - 1
+        if ran % 2 == 0:
+            assert s["qc"][step] > 0
+            np.testing.assert_allclose(s["loss"][step], s["objective"][step] + 2 * weight * s["qc"][step],
+                                       rtol=1e-5)
+            assert 0 < s["qc_share"][step] < 1
+        else:
+            assert s["qc"][step] == 0 and s["loss"][step] == s["objective"][step]
+
+
+def test_eval_loss_two_stage_start_and_snapshot_samples(reference, tmp_path):
+    """Stage 2 starts from the reference run's checkpoint at step 8 (its parameters, optimiser
+    state and step) and continues to 12 with the QC term; the EMA evaluation loss is logged
+    every 2 steps; every checkpoint writes a samples figure."""
+    stage1 = tmp_path / "stage1"
+    train.train(_experiment(**{"training.n_iters": 8}), str(stage1))
+    recorder = Recorder()
+    experiment = _experiment(**{"training.init_from": str(stage1), "training.init_step": 8,
+                                "training.qc_weight": 0.05, "training.eval_freq": 2,
+                                "training.snapshot_sampling": True,
+                                "training.snapshot_num_samples": 16, "sampling.rtol": 1e-2})
+    stage2 = tmp_path / "stage2"
+    state = train.train(experiment, str(stage2), writer=recorder)
+    assert int(state.step) == N_ITERS
+    assert sorted(recorder.losses) == [9, 10, 11, 12]
+    assert sorted(recorder.scalars["eval_loss"]) == [10, 12]
+    assert all(np.isfinite(v) and v > 0 for v in recorder.scalars["eval_loss"].values())
+    assert json.loads((stage2 / "init_from.json").read_text())["step"] == 8
+    assert sorted(os.listdir(stage2 / "samples")) == ["step_12.png"]
+    # without QC, stage 2 would have continued the reference run exactly; with it, it differs
+    ref_state, ref_losses = reference
+    assert recorder.losses[9] != ref_losses[9]
+    wrong = _experiment(**{"training.init_from": str(stage1), "training.init_step": 5})
+    with pytest.raises(ValueError, match=r"no checkpoint for step 5 .*available: \[4, 8\]"):
+        train.train(wrong, str(tmp_path / "wrong"))
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "toy", "*.py"))))
 def test_toy_configs_load_and_validate(path):
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("toy_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
-    validate_config(config)
-    assert config.training.n_iters > 0
+    experiment = build_experiment(module.get_config())
+    assert experiment.training.n_iters > 0

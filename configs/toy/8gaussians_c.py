@@ -8,6 +8,6 @@ def get_config():
     config = get_default_configs()
     config.data.dataset = "8gaussians"
     config.model.parameterisation = "c"
-    config.model.kwargs.output_activation = "leaky_relu"
+    config.model.output_activation = "leaky_relu"
     config.training.n_iters = 2000
     return config

@@ -8,6 +8,6 @@ def get_config():
     config = get_default_configs()
     config.data.dataset = "spirals"
     config.model.parameterisation = "c"
-    config.model.kwargs.output_activation = "elu"
+    config.model.output_activation = "elu"
     config.training.n_iters = 2000
     return config

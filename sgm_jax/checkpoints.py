@@ -1,0 +1,116 @@
+"""The training state and its checkpoints: ``TrainState``, its initialisation, and orbax
+checkpoint folders (atomic, multi-host; a run's folder is ``WORKDIR/checkpoints``).
+
+    state = load_checkpoint(experiment, workdir)           # the latest, replicated over the mesh
+    step, score_model = restore_score_model(experiment, workdir)   # its EMA score model
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from sgm_jax import parallel
+
+if TYPE_CHECKING:
+    from sgm_jax.experiment import Experiment
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: ``step`` (int32 scalar, updates done), ``params``,
+    ``opt_state`` (optax), ``ema_params`` (exponential moving average of ``params``) and
+    ``key`` (raw uint32 PRNG key; step k's loss key is ``fold_in(key, k)``)."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    key: Array
+
+
+def init_state(experiment: Experiment) -> TrainState:
+    """The state before the first step: parameters from the "init" key, EMA = parameters."""
+    keys = experiment.keys()
+    params = experiment.init_params(keys["init"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=experiment.optimizer.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params), key=keys["train"])
+
+
+def abstract_state(experiment: Experiment, mesh) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of the state: what a restore fills in."""
+    repl = parallel.replicated_sharding(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
+                        jax.eval_shape(lambda: init_state(experiment)))
+
+
+def checkpoint_dir(workdir: str) -> str:
+    """The checkpoint folder of the run in ``workdir``."""
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(directory: str, *, keep: int | None = None, keep_every: int = 0,
+            read_only: bool = False) -> ocp.CheckpointManager:
+    """An orbax ``CheckpointManager`` on ``directory`` keeping the last ``keep`` checkpoints and
+    every one at a multiple of ``keep_every`` (0: none); unfinished temporaries are removed."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, keep_period=keep_every or None, create=not read_only,
+        read_only=read_only, cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def restore_step(directory: str, step: int, experiment: Experiment, mesh) -> TrainState:
+    """The state saved at ``step`` (−1: the latest) in the checkpoint folder ``directory``."""
+    if not os.path.isdir(directory):
+        raise ValueError(f"no checkpoint in {directory} (the directory does not exist).")
+    reader = manager(directory, read_only=True)
+    try:
+        steps = reader.all_steps()
+        if not steps:
+            raise ValueError(f"no checkpoint in {directory}.")
+        step = reader.latest_step() if step < 0 else step
+        if step not in steps:
+            raise ValueError(
+                f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}.")
+        try:
+            return reader.restore(step, args=ocp.args.StandardRestore(
+                abstract_state(experiment, mesh)))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"the checkpoint of step {step} in {directory} does not fit this experiment's "
+                f"network and optimiser ({experiment.name}): {err}") from None
+    finally:
+        reader.close()
+
+
+def load_checkpoint(experiment: Experiment, workdir: str, step: int = -1, *,
+                    mesh=None) -> TrainState:
+    """The ``TrainState`` saved at ``step`` (−1: the latest) in ``workdir/checkpoints``,
+    replicated over ``mesh``. ``ValueError`` when there is no (such) checkpoint."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    return restore_step(checkpoint_dir(workdir), step, experiment, mesh)
+
+
+def init_from_checkpoint(experiment: Experiment, mesh) -> TrainState:
+    """The state of ``training.init_from`` (a workdir or its checkpoints folder) at
+    ``training.init_step`` (−1: its latest checkpoint), for a run that starts from another run's
+    checkpoint (QCSGM's two-stage schedule)."""
+    source = experiment.training.init_from
+    nested = checkpoint_dir(source)
+    directory = nested if os.path.isdir(nested) else os.path.abspath(source)
+    return restore_step(directory, experiment.training.init_step, experiment, mesh)
+
+
+def restore_score_model(experiment: Experiment, workdir: str, step: int = -1):
+    """``(step, score_model)`` of the checkpoint ``step`` (−1: the latest) of the run in
+    ``workdir``: the score model of its EMA parameters, ``score_model(x, t) -> s``."""
+    state = load_checkpoint(experiment, workdir, step)
+    return int(state.step), experiment.score_model(state.ema_params)

@@ -1,0 +1,390 @@
+"""Evaluation of a trained image model (``sgm_jax.evaluate`` dispatches here): samples and their
+NFE, FID / IS / KID and precision / recall / density / coverage on Inception features, bits/dim
+on the test split, and Asym / NAsym over the diffusion time (QCSGM Tables 3–5, LCSS Table 3,
+score_sde's ``--mode=eval``).
+
+* **Samples**: ``eval.num_samples`` from ``sampling.method`` with the EMA parameters, in global
+  batches of ``eval.batch_size`` sharded over every device of every process (the starting points
+  x_T are drawn sharded; the sampler runs as one SPMD program per batch, so the Langevin
+  corrector's batch-averaged step size and an ODE solve's step sizes are those of the whole
+  batch, as score_sde's ``pmean``). Batch i uses the key ``fold_in(k_samples, i)``. The NFE of
+  every batch is kept; the results report its mean, standard deviation, minimum and maximum.
+* **Inception metrics** (``eval.enable_fid``): the FID Inception network
+  (``sgm_jax.metrics.load_inception``, weights from ``eval.inception_weights``) on the uint8
+  samples; FID against the training split's statistics, IS (``eval.is_splits`` splits), KID
+  (``eval.kid_subset_size`` × ``eval.kid_num_subsets``) and PRDC (k = ``eval.prdc_k``) against
+  the training split's pool features, the larger set truncated to the smaller (as the DLSM
+  evaluation). The training split's features are computed once and cached in ``eval.stats_dir``
+  (``--mode=stats`` computes them ahead). Grey images are repeated over 3 channels.
+* **Bits/dim** (``eval.enable_bpd``): ``eval.bpd_repeats`` passes over the test split, each
+  example uniformly dequantised afresh ((n + u)/256, score_sde), the probability-flow ODE solved
+  by Dopri5 at ``eval.bpd_rtol``/``bpd_atol`` from ``eval.bpd_eps`` with the Hutchinson divergence
+  (one Rademacher probe), bpd = −log p/(D ln 2) + 8 − log2(scale) (``likelihood.bits_per_dim``).
+* **Asym / NAsym over t** (``eval.enable_asym``; QCSGM Eqs. A10–A11, Table 5): test images
+  perturbed at t_l = l/L·(1 − 1e-5) + 1e-5, l = 0 … L − 1 (L = ``eval.asym_num_levels``; the
+  official t = nl(1 − 1e-5) + 1e-5 for nl ∈ {0, 0.01, …, 0.99}), ``eval.asym_num_vectors``
+  Rademacher probes per example; per level the mean and its standard error over the examples,
+  then the average over levels. The official script evaluates the raw weights (it never copies
+  the EMA); this one, like everything here, the EMA weights.
+
+Every unit of work (a sample batch with its features, a likelihood batch, a noise level) is
+stored in ``WORKDIR/eval/ckpt_<step>/<kind>-<digest>/`` as it finishes, the digest naming the
+settings the unit depends on (sampler, batch size, Inception weights; likelihood or Asym
+settings), so a killed evaluation restarts where it stopped and gives the same numbers, and an
+evaluation with other settings computes its own units. The results go to ``WORKDIR/eval/ckpt_<step>.json`` with
+their settings, a table is printed, and a sample grid written to ``WORKDIR/figures/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from sgm_jax import parallel, plots
+from sgm_jax.checkpoints import load_checkpoint
+from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likelihood, \
+    uniform_dequantize
+from sgm_jax.metrics import (asym, feature_statistics, frechet_distance, inception_score,
+                             inception_weights_hash, kid, load_inception, nasym, prdc)
+from sgm_jax.shards import Progress, ShardStore
+
+if TYPE_CHECKING:
+    from sgm_jax.experiment import Experiment
+
+Array = jax.Array
+
+
+def to_uint8(experiment: Experiment, x) -> np.ndarray:
+    """Model-space images → uint8 [N, H, W, C] (inverse scaler, clipped to [0, 1], rounded)."""
+    x = np.asarray(experiment.data.inverse_scaler(np.asarray(x, np.float32)))
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def _host(x) -> np.ndarray:
+    """A (possibly multi-process) global array as one host array on every process."""
+    if jax.process_count() > 1:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def _check_batch(experiment: Experiment, mesh) -> int:
+    batch = experiment.evaluation.batch_size
+    if batch % mesh.size:
+        raise ValueError(f"eval.batch_size={batch} is not divisible by the number of devices "
+                         f"({mesh.size}); allowed: a multiple of {mesh.size}.")
+    return batch
+
+
+class _Sampler:
+    """Sharded sampling of one global batch: ``(uint8 images [B, ...], nfe)`` from a key."""
+
+    def __init__(self, experiment: Experiment, params, batch: int, mesh):
+        self.experiment, self.params = experiment, params
+        shape = (batch, *experiment.event_shape)
+        repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+        self.prior = jax.jit(lambda k: experiment.sde.prior_sampling(k, shape), out_shardings=shard)
+        self.run = jax.jit(
+            lambda p, k, x_T: experiment.sampler(experiment.score_model(p), shape, k, x_T),
+            in_shardings=(repl, repl, shard), out_shardings=(shard, repl))
+
+    def __call__(self, key: Array) -> tuple[np.ndarray, int]:
+        x_T = self.prior(jax.random.fold_in(key, 0))
+        samples, nfe = self.run(self.params, jax.random.fold_in(key, 1), x_T)
+        return to_uint8(self.experiment, _host(samples)), int(nfe)
+
+
+# --------------------------------------------------------------------------- Inception features
+
+
+def _statistics_name(experiment: Experiment) -> str:
+    digest = inception_weights_hash(experiment.evaluation.inception_weights)[:16]
+    return f"{experiment.dataset}_{experiment.event_shape[0]}px_{digest}"
+
+
+def reference_statistics(experiment: Experiment, inception) -> dict[str, np.ndarray]:
+    """Pool features, their mean and covariance of the training split's images as stored (no
+    flip, no dequantisation), cached in ``eval.stats_dir`` by data set, size and weight file."""
+    store, name = ShardStore(experiment.evaluation.stats_dir), _statistics_name(experiment)
+    if not store.done(name):
+        print(f"computing the Inception statistics of the training split into {store.path(name)}")
+
+    def compute():
+        pool, _ = inception(_rgb(experiment.data.points))
+        mu, cov = feature_statistics(pool)
+        return {"features": pool, "mu": mu, "cov": cov}
+
+    return store.get(name, compute)
+
+
+def _inception_metrics(experiment: Experiment, pool, logits, reference, key) -> dict[str, Any]:
+    e = experiment.evaluation
+    mu, cov = feature_statistics(pool)
+    is_mean, is_std = inception_score(logits, splits=e.is_splits)
+    kid_mean, kid_std = kid(pool, reference["features"], subset_size=e.kid_subset_size,
+                            num_subsets=e.kid_num_subsets, key=key)
+    n = min(len(pool), len(reference["features"]))
+    quality = prdc(reference["features"][:n], pool[:n], nearest_k=e.prdc_k)
+    return {"fid": frechet_distance(mu, cov, reference["mu"], reference["cov"]),
+            "is": is_mean, "is_std": is_std, "kid": kid_mean, "kid_std": kid_std,
+            **{k: float(v) for k, v in quality.items()}, "prdc_num": n}
+
+
+def _samples(experiment: Experiment, params, store: ShardStore, key, mesh, inception):
+    """All sample batches (computed or loaded): uint8 images, NFE per batch, and the Inception
+    pool features and logits when ``inception`` is given."""
+    e = experiment.evaluation
+    batch = _check_batch(experiment, mesh)
+    sampler = _Sampler(experiment, params, batch, mesh)
+    num_batches = math.ceil(e.num_samples / batch)
+    progress = Progress("sampling", num_batches)
+    parts = []
+    for i in range(num_batches):
+        computed = not store.done(f"samples_{i:05d}")
+
+        def compute(i=i):
+            images, nfe = sampler(jax.random.fold_in(key, i))
+            out = {"images": images, "nfe": np.asarray(nfe)}
+            if inception is not None:
+                out["pool"], out["logits"] = inception(_rgb(images))
+            return out
+
+        parts.append(store.get(f"samples_{i:05d}", compute))
+        progress(i, computed)
+    joined = {k: np.concatenate([p[k] for p in parts])[: e.num_samples]
+              for k in parts[0] if k != "nfe"}
+    return joined, np.asarray([int(p["nfe"]) for p in parts])
+
+
+# --------------------------------------------------------------------------- bits/dim
+
+
+def _test_examples(experiment: Experiment, limit: int, batch: int) -> tuple[int, int]:
+    """(examples, batches) of a pass over the test split, limited to ``limit`` examples (0:
+    the whole split)."""
+    total = experiment.data.num_eval_examples()
+    total = min(total, limit) if limit else total
+    return total, math.ceil(total / batch)
+
+
+def _bpd(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
+    e, data, sde = experiment.evaluation, experiment.data, experiment.sde
+    batch = _check_batch(experiment, mesh)
+    total, num_batches = _test_examples(experiment, e.bpd_num_examples, batch)
+    offset = dequantization_offset(centered=e.centered)
+    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+
+    def nll(p, levels, k):
+        # dequantised inside the sharded program: the noise of a row does not depend on the layout
+        k_deq, k_probe = jax.random.split(k)
+        x = uniform_dequantize(k_deq, levels, centered=e.centered)
+        logp, _, nfe = log_likelihood(sde, experiment.score_model(p), x, k_probe,
+                                      divergence="hutchinson", rtol=e.bpd_rtol, atol=e.bpd_atol,
+                                      eps=e.bpd_eps)
+        return bits_per_dim(logp, experiment.event_shape, offset), nfe
+
+    run = jax.jit(nll, in_shardings=(repl, shard, repl), out_shardings=(shard, repl))
+    progress = Progress("bits/dim", e.bpd_repeats * num_batches)
+    values, nfes = [], []
+    for r in range(e.bpd_repeats):
+        for j, rows in enumerate(data.eval_batches(batch)):
+            if j == num_batches:
+                break
+            name = f"bpd_{r:02d}_{j:05d}"
+            computed = not store.done(name)
+
+            def compute(r=r, j=j, rows=rows):
+                k = jax.random.fold_in(jax.random.fold_in(key, r), j)
+                levels = np.asarray(data.inverse_scaler(rows["x"]), np.float32)  # n/255 in [0, 1]
+                bpd, nfe = run(params, parallel.shard_batch(levels, mesh), k)
+                valid = j * batch + np.arange(batch) < total
+                return {"bpd": _host(bpd)[valid], "nfe": np.asarray(nfe)}
+
+            stored = store.get(name, compute)
+            values.append(stored["bpd"])
+            nfes.append(int(stored["nfe"]))
+            progress(r * num_batches + j, computed)
+    values = np.concatenate(values)
+    return {"bpd": float(values.mean()), "bpd_sem": float(values.std(ddof=1) / math.sqrt(values.size))
+            if values.size > 1 else 0.0, "bpd_num": int(values.size), "bpd_nfe_mean": float(np.mean(nfes))}
+
+
+# --------------------------------------------------------------------------- Asym / NAsym over t
+
+
+def asym_levels(num_levels: int) -> np.ndarray:
+    """t_l = l/L·(1 − 1e-5) + 1e-5 for l = 0 … L − 1 (the official real-world levels)."""
+    return np.arange(num_levels) / num_levels * (1 - 1e-5) + 1e-5
+
+
+def _asym_over_time(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
+    e, data, sde = experiment.evaluation, experiment.data, experiment.sde
+    batch = _check_batch(experiment, mesh)
+    total, num_batches = _test_examples(experiment, e.asym_num_examples, batch)
+    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+
+    def at_level(p, x0, t, k):
+        k_z, k_v = jax.random.split(k)
+        tb = jnp.full((x0.shape[0],), t, x0.dtype)
+        mean, std = sde.marginal_prob(x0, tb)
+        x_tilde = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * jax.random.normal(k_z, x0.shape)
+        score_model = experiment.score_model(p)
+        fn = lambda y: score_model(y, tb)  # noqa: E731
+        return (asym(fn, x_tilde, k_v, num_vectors=e.asym_num_vectors),
+                nasym(fn, x_tilde, k_v, num_vectors=e.asym_num_vectors))
+
+    run = jax.jit(at_level, in_shardings=(repl, shard, repl, repl), out_shardings=(shard, shard))
+    levels = asym_levels(e.asym_num_levels)
+    progress = Progress("Asym over t", len(levels))
+    per_level = []
+    for l, t in enumerate(levels):
+        name = f"asym_{l:03d}"
+        computed = not store.done(name)
+
+        def compute(l=l, t=t):
+            a, n = [], []
+            for j, rows in enumerate(data.eval_batches(batch)):
+                if j == num_batches:
+                    break
+                k = jax.random.fold_in(jax.random.fold_in(key, l), j)
+                out = run(params, parallel.shard_batch(rows["x"], mesh), jnp.float32(t), k)
+                valid = j * batch + np.arange(batch) < total
+                a.append(_host(out[0])[valid])
+                n.append(_host(out[1])[valid])
+            return {"asym": np.concatenate(a), "nasym": np.concatenate(n)}
+
+        stored = store.get(name, compute)
+        per_level.append({name: (float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)))
+                          for name, v in stored.items()})
+        progress(l, computed)
+    return {
+        "asym": float(np.mean([p["asym"][0] for p in per_level])),
+        "nasym": float(np.mean([p["nasym"][0] for p in per_level])),
+        "asym_over_t": {"t": levels.tolist(),
+                        "asym_mean": [p["asym"][0] for p in per_level],
+                        "asym_sem": [p["asym"][1] for p in per_level],
+                        "nasym_mean": [p["nasym"][0] for p in per_level],
+                        "nasym_sem": [p["nasym"][1] for p in per_level]},
+        "asym_num": total,
+    }
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _settings(experiment: Experiment, inception_hash: str | None) -> dict[str, Any]:
+    e = experiment.evaluation
+    return {"sampler": experiment.sampler_method, "sampling": experiment.sampler_settings,
+            "num_samples": e.num_samples, "batch_size": e.batch_size,
+            "inception_weights_sha256": inception_hash,
+            "bpd": {"repeats": e.bpd_repeats, "num_examples": e.bpd_num_examples,
+                    "rtol": e.bpd_rtol, "atol": e.bpd_atol, "eps": e.bpd_eps,
+                    "divergence": "hutchinson (1 Rademacher probe)", "dequantization": "uniform"},
+            "asym": {"levels": e.asym_num_levels, "num_vectors": e.asym_num_vectors,
+                     "num_examples": e.asym_num_examples},
+            "prdc_k": e.prdc_k, "kid": [e.kid_subset_size, e.kid_num_subsets],
+            "is_splits": e.is_splits, "params": "ema"}
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    names = ("step", "fid", "is", "kid", "precision", "recall", "density", "coverage", "nfe",
+             "bpd", "asym", "nasym")
+    rows = [(name, results[name]) for name in names if name in results]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value:.6g}" if isinstance(value, float)
+                    else f"{name:<{width}}  {value}" for name, value in rows))
+
+
+def _inception(experiment: Experiment):
+    """The Inception function, or None when the Inception metrics are off. Fails at once (before
+    any sampling) when they are on and the weights are missing."""
+    e = experiment.evaluation
+    return load_inception(e.inception_weights) if e.enable_sampling and e.enable_fid else None
+
+
+def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, Any]:
+    """Evaluate the checkpoint ``eval.checkpoint`` (−1: the latest) of the image run in
+    ``workdir`` (module docstring); returns the results written to ``eval/ckpt_<step>.json``."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    e = experiment.evaluation
+    inception = _inception(experiment)
+    inception_hash = None if inception is None else inception_weights_hash(e.inception_weights)
+    settings = _settings(experiment, inception_hash)
+    state = load_checkpoint(experiment, workdir, e.checkpoint, mesh=mesh)
+    state_step, params = int(state.step), state.ema_params
+    folder = os.path.join(workdir, "eval", f"ckpt_{state_step}")
+
+    def store(kind: str, *fields: str) -> ShardStore:
+        """The units of ``kind``, in a folder named after the settings they depend on, so that
+        an evaluation with other settings never reuses them."""
+        keyed = {name: settings[name] for name in ("batch_size", *fields)}
+        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+        return ShardStore(os.path.join(folder, f"{kind}-{digest}"))
+
+    k_samples, k_bpd, k_asym, k_kid = jax.random.split(experiment.eval_key(), 4)
+    results: dict[str, Any] = {"step": state_step}
+    if e.enable_sampling:
+        samples, nfes = _samples(experiment, params,
+                                 store("samples", "sampling", "inception_weights_sha256"),
+                                 k_samples, mesh, inception)
+        results.update(nfe=float(nfes.mean()), nfe_std=float(nfes.std()), nfe_min=int(nfes.min()),
+                       nfe_max=int(nfes.max()), nfe_per_batch=nfes.tolist())
+        if jax.process_index() == 0:
+            grid = samples["images"][: e.grid_samples].astype(np.float32) / 255.0
+            results["figures"] = [plots.save_image_grid(
+                os.path.join(workdir, "figures", f"samples_ckpt_{state_step}.png"), grid)]
+        if inception is not None:
+            reference = reference_statistics(experiment, inception)
+            results.update(_inception_metrics(experiment, samples["pool"], samples["logits"],
+                                              reference, k_kid))
+    if e.enable_bpd:
+        results.update(_bpd(experiment, params, store("bpd", "bpd"), k_bpd, mesh))
+    if e.enable_asym:
+        results.update(_asym_over_time(experiment, params, store("asym", "asym"), k_asym, mesh))
+    results["settings"] = settings
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, "eval", f"ckpt_{state_step}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
+        _print_table(results)
+    return results
+
+
+def sample(experiment: Experiment, workdir: str, *, mesh=None) -> str:
+    """``sampling.num_samples`` samples of the EMA model: ``samples/samples_step_<step>.npz``
+    (uint8 images and the NFE) and a PNG grid beside it."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    e = experiment.evaluation
+    state = load_checkpoint(experiment, workdir, e.checkpoint, mesh=mesh)
+    step = int(state.step)
+    batch = math.ceil(e.grid_samples / mesh.size) * mesh.size
+    images, nfe = _Sampler(experiment, state.ema_params, batch, mesh)(
+        jax.random.fold_in(experiment.eval_key(), step))
+    images = images[: e.grid_samples]
+    path = os.path.join(workdir, "samples", f"samples_step_{step}.npz")
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(path, images=images, nfe=nfe)
+        plots.save_image_grid(path.replace(".npz", ".png"), images.astype(np.float32) / 255.0)
+        print(f"wrote {path} ({len(images)} samples, NFE {nfe})")
+    return path
+
+
+def compute_statistics(experiment: Experiment) -> str:
+    """``--mode=stats``: the training split's Inception statistics, cached (see
+    :func:`reference_statistics`); returns the cache file."""
+    inception = load_inception(experiment.evaluation.inception_weights)
+    reference_statistics(experiment, inception)
+    return ShardStore(experiment.evaluation.stats_dir).path(_statistics_name(experiment))

@@ -355,6 +355,8 @@ def _training(config, qc_every: int) -> TrainingOptions:
         value = getattr(options, field)
         if value:  # score_sde asserts the same: a scan of n steps cannot stop in between
             cf.multiple_of(f"training.{field}", value, n_jitted, "training.n_jitted_steps")
+    if options.qc_every > 1:  # a call of n_jitted_steps steps holds at most one QC step
+        cf.multiple_of("training.qc_every", options.qc_every, n_jitted, "training.n_jitted_steps")
     if options.keep_every:
         cf.multiple_of("training.keep_every", options.keep_every, options.snapshot_freq,
                        "training.snapshot_freq")

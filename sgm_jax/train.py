@@ -11,8 +11,12 @@ One loop trains every experiment, toy MLP or NCSN++ (score_sde's training proced
   * ``training.n_jitted_steps`` steps run in one compiled ``lax.scan`` per dispatch;
   * the optimiser is ``experiment.optimizer`` (clipping, Adam, warm-up); the EMA of the parameters
     (``optim.ema_rate``) is what evaluation and sampling use;
-  * lazy regularisation (``training.qc_every`` = k): the QC term, with its weight × k, on the
-    steps k divides, none on the others (StyleGAN2's lazy R1), chosen by ``lax.cond``;
+  * lazy regularisation (``training.qc_every`` = k, a multiple of ``n_jitted_steps``): the QC
+    term, with its weight × k, on the steps k divides, none on the others (StyleGAN2's lazy R1).
+    Two programs are compiled and picked on the host (``TrainStep``): the call that starts at a
+    step k divides runs its QC step and then n − 1 plain steps, every other call n plain steps.
+    (One program choosing by ``lax.cond`` ran both kinds of step several times slower on
+    XLA:CPU, so the choice is not left to the device.)
   * every ``training.eval_freq`` steps the loss of the EMA parameters on a test batch is logged
     as ``eval_loss``; with ``training.snapshot_sampling`` a grid of samples is written at every
     checkpoint;
@@ -36,6 +40,7 @@ import os
 from typing import TYPE_CHECKING, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -53,33 +58,29 @@ Array = jax.Array
 LOGGED = ("loss", "objective", "qc", "grad_norm", "param_norm")
 
 
-def make_update_fn(experiment: Experiment) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_update_fn(experiment: Experiment, *, with_qc: bool = True
+                   ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """One optimisation step ``update(state, batch) -> (state, metrics)`` (pure, not jitted).
 
-    The gradient is that of the global batch mean of ``experiment.loss_fn`` (or of its lazy-QC
-    pair, see the module docstring). ``metrics`` holds the loss's ``aux`` (loss, objective, qc),
-    ``grad_norm`` and ``param_norm`` (after the update).
+    The gradient is that of the global batch mean of the experiment's loss: ``qc_loss_fn`` (the
+    training loss, or with lazy regularisation the loss of a QC step), or with ``with_qc=False``
+    and lazy regularisation the loss of the other steps, ``lazy_loss_fn``. ``metrics`` holds the
+    loss's ``aux`` (loss, objective, qc), ``grad_norm`` and ``param_norm`` (after the update).
     """
     optimizer, ema_rate = experiment.optimizer, experiment.ema_rate
-    every = experiment.training.qc_every
+    loss_fn = experiment.qc_loss_fn
+    if not with_qc and experiment.lazy_loss_fn is not None:
+        loss_fn = experiment.lazy_loss_fn
 
-    def gradients(loss_fn, state, batch, loss_key, dropout_key):
+    def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        loss_key = jax.random.fold_in(state.key, state.step)
+        dropout_key = jax.random.fold_in(loss_key, 1)
+
         def objective(params):
             score_model = experiment.score_model(params, train=True, dropout_key=dropout_key)
             return loss_fn(score_model, batch["x"], loss_key)
 
-        return jax.grad(objective, has_aux=True)(state.params)
-
-    def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        loss_key = jax.random.fold_in(state.key, state.step)
-        keys = (loss_key, jax.random.fold_in(loss_key, 1))
-        if experiment.lazy_loss_fn is None:
-            grads, aux = gradients(experiment.qc_loss_fn, state, batch, *keys)
-        else:
-            grads, aux = jax.lax.cond(
-                state.step % every == 0,
-                lambda: gradients(experiment.qc_loss_fn, state, batch, *keys),
-                lambda: gradients(experiment.lazy_loss_fn, state, batch, *keys))
+        grads, aux = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
@@ -90,16 +91,60 @@ def make_update_fn(experiment: Experiment) -> Callable[[TrainState, dict], tuple
     return update
 
 
-def make_train_step(update_fn, mesh, steps_per_call: int = 1):
+def make_train_step(update_fn, mesh, steps_per_call: int = 1, first_update_fn=None):
     """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``: the
     state replicated (and donated), the batch sharded over ``"data"``. With ``steps_per_call``
     n > 1 the batch is a group ``[n, B, ...]`` run by one ``lax.scan`` and every metric comes
-    back as ``[n]``; with 1 it is ``[B, ...]`` and the metrics are scalars."""
+    back as ``[n]``; with 1 it is ``[B, ...]`` and the metrics are scalars. ``first_update_fn``,
+    when given, runs the first of the n steps (a lazy-QC step) and ``update_fn`` the others."""
     repl = parallel.replicated_sharding(mesh)
     shard = parallel.batch_sharding(mesh, 0 if steps_per_call == 1 else 1)
-    step = update_fn if steps_per_call == 1 else (
-        lambda state, batches: jax.lax.scan(update_fn, state, batches))
+    first = update_fn if first_update_fn is None else first_update_fn
+
+    def step(state, batches):
+        if steps_per_call == 1:
+            return first(state, batches)
+        if first_update_fn is None:
+            return jax.lax.scan(update_fn, state, batches)
+        state, head = first(state, jax.tree.map(lambda b: b[0], batches))
+        state, rest = jax.lax.scan(update_fn, state, jax.tree.map(lambda b: b[1:], batches))
+        return state, jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), head, rest)
+
     return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl), donate_argnums=0)
+
+
+class TrainStep:
+    """The compiled train step of an experiment: ``train_step(step, state, batch)`` runs
+    ``steps_per_call`` (default ``training.n_jitted_steps``) optimisation steps from ``step`` (the
+    state's step, known on the host) and returns ``(state, metrics)`` (``make_train_step``).
+
+    With lazy regularisation (``training.qc_every`` = k > 1; k is a multiple of the steps per
+    call, so a call holds at most one step that k divides, its first) ``program(step)`` is the
+    program of the call that starts at ``step``: the QC step followed by plain steps when k
+    divides ``step``, plain steps otherwise. Without it there is one program.
+    """
+
+    def __init__(self, experiment: Experiment, mesh, steps_per_call: int | None = None):
+        n = experiment.training.n_jitted_steps if steps_per_call is None else steps_per_call
+        self.steps_per_call = n
+        qc_update = make_update_fn(experiment)
+        if experiment.lazy_loss_fn is None:
+            self.every, self.programs = 1, (make_train_step(qc_update, mesh, n),)
+        else:
+            self.every = experiment.training.qc_every
+            if self.every % n:
+                raise ValueError(f"training.qc_every={self.every} must be a multiple of the steps "
+                                 f"per call ({n}).")
+            plain = make_update_fn(experiment, with_qc=False)
+            self.programs = (make_train_step(plain, mesh, n, first_update_fn=qc_update),
+                             make_train_step(plain, mesh, n))
+
+    def program(self, step: int):
+        """The jitted program of the call that starts at ``step``."""
+        return self.programs[0 if step % self.every == 0 else 1]
+
+    def __call__(self, step: int, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        return self.program(step)(state, batch)
 
 
 def make_eval_step(experiment: Experiment, mesh):
@@ -236,7 +281,7 @@ def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> Tr
     ckpt = manager(checkpoint_dir(workdir), keep=t.keep_checkpoints, keep_every=t.keep_every)
     state = _initial_state(experiment, ckpt, workdir, mesh)
     _write_json(os.path.join(workdir, "config.json"), experiment.config.to_json_best_effort(indent=2))
-    step_fn = make_train_step(make_update_fn(experiment), mesh, t.n_jitted_steps)
+    train_step = TrainStep(experiment, mesh)
     evaluator = _Evaluator(experiment, mesh) if t.eval_freq else None
     snapshot = SnapshotSampler(experiment, workdir) if t.snapshot_sampling else None
     own_writer = writer is None
@@ -256,7 +301,7 @@ def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> Tr
             for step, batch in batches:
                 if step >= t.n_iters:
                     break
-                state, metrics = step_fn(state, batch)
+                state, metrics = train_step(step, state, batch)
                 pending.append((step, metrics))
                 done = step + t.n_jitted_steps
                 is_log, is_save = done % t.log_freq == 0, done % t.snapshot_freq == 0

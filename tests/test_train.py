@@ -228,6 +228,34 @@ def test_lazy_regularisation_alternates_the_qc_term(tmp_path):
             assert s["qc"][step] == 0 and s["loss"][step] == s["objective"][step]
 
 
+def test_lazy_regularisation_within_several_steps_per_dispatch(tmp_path):
+    """qc_every = 4 with 2 steps per dispatch: the calls starting at steps 0, 4, 8 run their QC
+    step first, the others none. Logged every 2 steps, the window ending at step d holds a QC
+    step exactly when 4 divides d − 2, and loss = objective + 4λ·qc holds for the window means."""
+    recorder = Recorder()
+    weight = 0.05
+    train.train(_experiment(**{"training.qc_weight": weight, "training.qc_every": 4,
+                               "training.n_jitted_steps": 2, "training.log_freq": 2,
+                               "training.qc_estimator": "hutchinson"}),
+                str(tmp_path), writer=recorder)
+    s = recorder.scalars
+    assert sorted(s["qc"]) == list(range(2, N_ITERS + 1, 2))
+    for done in s["qc"]:
+        if (done - 2) % 4 == 0:
+            assert s["qc"][done] > 0
+            np.testing.assert_allclose(s["loss"][done], s["objective"][done]
+                                       + 4 * weight * s["qc"][done], rtol=1e-5)
+        else:
+            assert s["qc"][done] == 0 and s["loss"][done] == s["objective"][done]
+
+
+def test_lazy_regularisation_needs_a_multiple_of_the_steps_per_dispatch():
+    with pytest.raises(ValueError, match="training.qc_every=3 must be a multiple of "
+                                         "training.n_jitted_steps=2"):
+        _experiment(**{"training.qc_weight": 0.05, "training.qc_every": 3,
+                       "training.n_jitted_steps": 2, "training.log_freq": 2})
+
+
 def test_eval_loss_two_stage_start_and_snapshot_samples(reference, tmp_path):
     """Stage 2 starts from the reference run's checkpoint at step 8 (its parameters, optimiser
     state and step) and continues to 12 with the QC term; the EMA evaluation loss is logged

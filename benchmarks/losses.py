@@ -1,208 +1,192 @@
-"""Training-step cost of every objective in ``sgm_jax.losses``.
+"""Training-step cost of the objectives of ``get_sde_loss_fn`` and of the QC schedules, timed
+interleaved.
 
-For each objective: the median wall time of a jitted step (loss, ``value_and_grad`` w.r.t. the
-network parameters, Adam update) after warm-up, and its ratio to the DSM step measured in the
-same run. Two set-ups:
+Every step is the library's own train step (``benchmarks.timing.TrainStepRunner``:
+``sgm_jax.train.make_train_step`` over ``make_update_fn`` of the experiment that
+``build_experiment`` makes of a config), so what is timed is what ``main.py --mode=train`` runs:
+the gradient of the experiment's loss (``sgm_jax.sde_loss.get_sde_loss_fn``), the optimiser
+(clipping, Adam) and the EMA. Steps are compared round by round (``benchmarks/timing.py``): each
+row gives the median time and the median, min and max of its per-round ratio to DSM. Two set-ups,
+only ``config.training`` differs between the rows of one set-up:
 
-* ``toy``: the QCSGM toy MLP (128, 64, 32, Swish) on 2-D data, batch 5000, VE σ ∈ [0.1, 3];
-* ``conv``: a small conv score net on 32×32×3 images, batch 64, VE σ ∈ [0.01, 50].
+* ``conv``: ``small_conv`` (nf 32, ch_mult (1, 2, 2)) on 32×32×3 images, batch 64, the QCSGM
+  CIFAR-10 settings otherwise (``configs/default_cifar10.py``: VE σ ∈ [0.01, 50], U
+  parameterisation s = f/σ_t conditioned on log σ_t, clipping 1, Adam, EMA); tfds mock images
+  (the pixel values do not change the cost), QC weight 1e-4 with one Rademacher probe;
+* ``toy``: the QCSGM toy set-up (``configs/toy/checkerboard_u.py``: the official toy network,
+  2-D, batch 5000, VE σ ∈ [0.1, 3]), QC weight 0.05 with the exact 2×2 Jacobian (as the toy QC
+  configs).
 
-Plus the QC-regularised DSM step (one shared linearisation) against plain DSM, and ISM against
-SSM as the dimension D grows (with D separate backward passes as the naive reference).
+Tables:
 
-    python benchmarks/losses.py [--quick] [--json benchmarks/results/losses.json]
+* ``objectives``: DSM, LCSS (the DSM computation up to a constant, so its ratio shows how far the
+  machine's noise reaches), LCSS with σ = g(t) (``training.perturbation = "diffusion"``),
+  SSM-VR (one Rademacher probe), FD-SSM (ε = 0.01); on the toy set-up also ISM (exact trace)
+  and ESM (the Parzen score of all training points at every step). One step per timed call.
+* ``qc``: DSM, DSM + QC, DSM + QC on a quarter of each device's examples
+  (``training.qc_fraction = 0.25``) and lazy QC (``training.qc_every = 4``: the QC term with
+  weight × 4 on one step of four). Each timed call is 4 consecutive steps (one cycle of the
+  lazy schedule) for every row, so the ratio of the lazy row is the amortised one; ``ms/step``
+  is the call's time / 4.
+
+    python benchmarks/losses.py [--quick] [--setups conv toy] [--tables objectives qc]
+                                [--rounds N] [--out benchmarks/results/losses.json]
+
+A JSON already at ``--out`` keeps the (set-up, table) pairs this run did not measure.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import json
 import os
-import platform
-import statistics
 import sys
-import time
-from typing import Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+import ml_collections
 
-from sgm_jax import losses
-from sgm_jax._jacobian import linearize_score
-from sgm_jax.models import get_model
-from sgm_jax.models.parameterisation import make_score_fn
-from sgm_jax.sde import VESDE
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-Objective = Callable  # (score_fn, x, key, sigma, data) -> [B]
+from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  # noqa: E402
+                               write_json)
+from configs.default_cifar10 import get_default_configs as cifar10_defaults  # noqa: E402
+from configs.toy.checkerboard_u import get_config as toy_u_config  # noqa: E402
+from sgm_jax.experiment import build_experiment  # noqa: E402
 
-OBJECTIVES: dict[str, Objective] = {
-    "dsm": lambda s, x, k, sig, data: losses.dsm_loss(s, x, k, sig),
-    "lcss": lambda s, x, k, sig, data: losses.lcss_loss(s, x, k, sig),
-    "fd_ssm": lambda s, x, k, sig, data: losses.fd_ssm_loss(s, x, k),
-    "ssm_vr": lambda s, x, k, sig, data: losses.ssm_loss(s, x, k),
-    "ssm": lambda s, x, k, sig, data: losses.ssm_loss(s, x, k, variance_reduction=False),
-    "esm": lambda s, x, k, sig, data: losses.esm_loss(s, x, data, sig),
-    "ism": lambda s, x, k, sig, data: losses.ism_loss(s, x),
-    "qc": lambda s, x, k, sig, data: losses.qc_loss(s, x, k),
+SETUPS = ("conv", "toy")
+TABLES = ("objectives", "qc")
+QC_CYCLE = 4  # steps per timed call of the qc table: one cycle of qc_every = 4
+QC_WEIGHT = {"conv": 1e-4, "toy": 0.05}  # QCSGM's CIFAR-10 λ; the toy configs' (official λ 0.1)
+OBJECTIVES = {  # row: training overrides
+    "dsm": {},
+    "lcss": {"objective": "lcss"},
+    "lcss, σ = g(t)": {"objective": "lcss", "perturbation": "diffusion",
+                       "weighting": "likelihood"},
+    "ssm": {"objective": "ssm"},
+    "fd_ssm": {"objective": "fd_ssm"},
+    "ism": {"objective": "ism"},
+    "esm": {"objective": "esm"},
 }
+SKIPPED = {"conv": {"ism": "exact trace: D = 3072 JVPs per example",
+                    "esm": "toy data only: the Parzen target sums over the whole training set"},
+           "toy": {}}
+NOTES = {"ssm": "SSM-VR, one Rademacher probe", "fd_ssm": "ε = 0.01",
+         "lcss, σ = g(t)": "perturbation 'diffusion', λ = g(t)²"}
 
 
-def dsm_with_qc(score_fn, x, key, sigma, data, qc_weight=1.0):
-    """DSM + λσ²·QC on the same perturbed points with one shared linearisation (QCSGM Eq. A5)."""
-    kz, kv = jax.random.split(key)
-    sig = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
-    x_tilde, z = losses.perturb(x, kz, sig)
-    s, jvp_fn, vjp_fn = linearize_score(score_fn, x_tilde)
-    dsm = 0.5 * jnp.sum((s + z / sig) ** 2, axis=tuple(range(1, x.ndim)))
-    v = losses.draw_probes(kv, (1, *x.shape), "rademacher", x.dtype)
-    return dsm + qc_weight * sigma**2 * losses.qc_from_linearization(jvp_fn, vjp_fn, v)
-
-
-def make_step(model, objective, sde, data, weight_by_sigma2=True):
-    """A jitted Adam step on mean(λ(σ) · objective) with λ = σ² (the QCSGM/score_sde default)."""
-    optimizer = optax.adam(2e-4)
-
-    def loss(params, x, key, data):
-        kt, kl = jax.random.split(key)
-        t = jax.random.uniform(kt, (x.shape[0],), x.dtype, 1e-5, 1.0)
-        sigma = sde.marginal_std(t)
-        score = make_score_fn(model.apply, params, "u", sde.marginal_std)
-        per_example = objective(lambda y: score(y, t), x, kl, sigma, data)
-        return jnp.mean(sigma**2 * per_example if weight_by_sigma2 else per_example)
-
-    @jax.jit
-    def step(params, opt_state, x, key, data):  # data is an argument: a closed-over array would be
-        value, grads = jax.value_and_grad(loss)(params, x, key, data)  # constant-folded by XLA
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return functools.partial(step, data=data), optimizer
-
-
-def time_step(step, params, opt_state, x, repeats, warmup=2):
-    """Median seconds of ``step`` (after ``warmup`` calls, which include compilation)."""
-    key = jax.random.PRNGKey(0)
-    for i in range(warmup):
-        params, opt_state, value = step(params, opt_state, x, jax.random.fold_in(key, i))
-    jax.block_until_ready(value)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        params, opt_state, value = step(params, opt_state, x, jax.random.fold_in(key, 100 + i))
-        jax.block_until_ready(value)
-        times.append(time.perf_counter() - start)
-    if not np.isfinite(float(value)):
-        raise RuntimeError("non-finite loss during the benchmark")
-    return statistics.median(times)
-
-
-def setups(quick: bool):
-    key = jax.random.PRNGKey(0)
-    toy_x = jax.random.normal(key, (5000, 2)) * 2.0
-    conv_batch = 64
-    conv_x = jax.random.normal(key, (conv_batch, 32, 32, 3))
+def qc_rows(setup: str) -> dict[str, dict]:
+    weight = QC_WEIGHT[setup]
     return {
-        "toy": dict(model=get_model("toy_mlp"), x=toy_x, sde=VESDE(0.1, 3.0),
-                    data=jax.random.normal(jax.random.fold_in(key, 1), (50_000, 2)) * 2.0,
-                    skip={}),
-        "conv": dict(model=get_model("small_conv"), x=conv_x, sde=VESDE(0.01, 50.0),
-                     data=jax.random.normal(jax.random.fold_in(key, 1), (2_000 if quick else 10_000, 32, 32, 3)),
-                     skip={"ism": "D = 3072 JVPs per step; see the ISM-vs-D table"}),
+        "dsm": {},
+        "dsm + qc": {"qc_weight": weight},
+        "dsm + qc, qc_fraction 0.25": {"qc_weight": weight, "qc_fraction": 0.25},
+        "dsm + qc, qc_every 4": {"qc_weight": weight, "qc_every": QC_CYCLE},
     }
 
 
-def objective_table(quick: bool) -> list[dict]:
-    rows = []
-    repeats = 3 if quick else 10
-    for name, cfg in setups(quick).items():
-        x, model, sde = cfg["x"], cfg["model"], cfg["sde"]
-        params = model.init(jax.random.PRNGKey(1), x[:1], jnp.ones((1,)))
-        candidates = dict(OBJECTIVES, dsm_qc=dsm_with_qc)
-        timings = {}
-        for obj_name, objective in candidates.items():
-            if obj_name in cfg["skip"]:
-                rows.append(dict(setup=name, objective=obj_name, ms=None, ratio_to_dsm=None,
-                                 note=cfg["skip"][obj_name]))
-                continue
-            step, optimizer = make_step(model, objective, sde, cfg["data"])
-            timings[obj_name] = time_step(step, params, optimizer.init(params), x, repeats)
-            print(f"  {name:5s} {obj_name:7s} {1e3 * timings[obj_name]:9.2f} ms", file=sys.stderr)
-        for obj_name, seconds in timings.items():
-            rows.append(dict(setup=name, objective=obj_name, ms=1e3 * seconds,
-                             ratio_to_dsm=seconds / timings["dsm"], note=""))
-    return rows
+def conv_config(batch: int, nf: int) -> ml_collections.ConfigDict:
+    """``configs/default_cifar10.py`` with ``small_conv`` as the network."""
+    config = cifar10_defaults()
+    config.model = ml_collections.ConfigDict(dict(
+        name="small_conv", parameterisation="scale_by_sigma", condition="log_sigma", nf=nf,
+        ch_mult=(1, 2, 2)))
+    config.training.batch_size = batch
+    config.training.n_jitted_steps = 1
+    return config
 
 
-def naive_trace(score_fn, x):
-    """tr J by D reverse-mode passes in sequence (the cost ISM is measured against)."""
-    s, vjp_fn = jax.vjp(score_fn, x)
-    dim = x.shape[1]
-
-    def body(i, acc):
-        e = jnp.broadcast_to(jax.nn.one_hot(i, dim, dtype=x.dtype), x.shape)
-        return acc + vjp_fn(e)[0][:, i]
-
-    return 0.5 * jnp.sum(s**2, axis=1) + jax.lax.fori_loop(0, dim, body, jnp.zeros(x.shape[0], x.dtype))
+def toy_config(batch: int, num_points: int) -> ml_collections.ConfigDict:
+    config = toy_u_config()
+    config.training.batch_size = batch
+    config.data.num_points = num_points
+    return config
 
 
-def dimension_table(quick: bool) -> list[dict]:
-    rows = []
-    dims = (2, 8, 32, 128) if quick else (2, 8, 32, 128, 512)
-    sde = VESDE(0.1, 3.0)
-    model = get_model("toy_mlp")
-    candidates = {
-        "ism": OBJECTIVES["ism"],
-        "ssm_vr": OBJECTIVES["ssm_vr"],
-        "naive_ism": lambda s, x, k, sig, data: naive_trace(s, x),
-    }
-    for dim in dims:
-        x = jax.random.normal(jax.random.PRNGKey(dim), (256, dim))
-        params = model.init(jax.random.PRNGKey(1), x[:1], jnp.ones((1,)))
-        row = dict(D=dim)
-        for name, objective in candidates.items():
-            step, optimizer = make_step(model, objective, sde, None)
-            row[f"{name}_ms"] = 1e3 * time_step(step, params, optimizer.init(params), x, 3 if quick else 7)
-        row["ism_over_ssm"] = row["ism_ms"] / row["ssm_vr_ms"]
-        row["naive_over_ism"] = row["naive_ism_ms"] / row["ism_ms"]
-        print(f"  D={dim:4d} ism {row['ism_ms']:.2f} ms  ssm {row['ssm_vr_ms']:.2f} ms  "
-              f"naive {row['naive_ism_ms']:.2f} ms", file=sys.stderr)
-        rows.append(row)
-    slope = np.polyfit([r["D"] for r in rows], [r["ism_ms"] for r in rows], 1)[0]
-    for r in rows:
-        r["ism_ms_per_dim_fit"] = slope
-    return rows
+def base_config(setup: str, quick: bool) -> ml_collections.ConfigDict:
+    if setup == "conv":
+        return conv_config(batch=8 if quick else 64, nf=16 if quick else 32)
+    return toy_config(batch=500 if quick else 5000, num_points=5000 if quick else 50_000)
 
 
-def print_tables(objectives: list[dict], dims: list[dict]) -> None:
-    print(f"\nObjective step time (jitted value_and_grad + Adam), {jax.devices()[0].platform}")
-    print(f"{'setup':6s} {'objective':9s} {'ms/step':>10s} {'× DSM':>7s}  note")
-    for r in objectives:
-        ms = f"{r['ms']:10.2f}" if r["ms"] is not None else f"{'—':>10s}"
-        ratio = f"{r['ratio_to_dsm']:7.2f}" if r["ratio_to_dsm"] is not None else f"{'—':>7s}"
-        print(f"{r['setup']:6s} {r['objective']:9s} {ms} {ratio}  {r['note']}")
-    print("\nISM (exact trace, D JVPs on one linearisation) vs SSM-VR vs D sequential backward passes, batch 256")
-    print(f"{'D':>5s} {'ISM ms':>9s} {'SSM ms':>9s} {'naive ms':>9s} {'ISM/SSM':>8s} {'naive/ISM':>9s}")
-    for r in dims:
-        print(f"{r['D']:5d} {r['ism_ms']:9.2f} {r['ssm_vr_ms']:9.2f} {r['naive_ism_ms']:9.2f} "
-              f"{r['ism_over_ssm']:8.2f} {r['naive_over_ism']:9.2f}")
+def _data_context(setup: str, config):
+    """tfds mock images for the conv set-up (CIFAR-10 need not be prepared)."""
+    if setup != "conv":
+        return contextlib.nullcontext()
+    import tensorflow_datasets as tfds
+
+    return tfds.testing.mock_data(num_examples=config.training.batch_size)
+
+
+def runners(setup: str, rows: dict[str, dict], quick: bool, calls: int) -> dict:
+    """One :class:`TrainStepRunner` per row: the set-up's config with the row's training
+    overrides, ``calls`` steps per timed call."""
+    built = {}
+    for name, overrides in rows.items():
+        config = base_config(setup, quick)
+        config.training.update(overrides)
+        with _data_context(setup, config):
+            built[name] = TrainStepRunner(build_experiment(config), calls=calls)
+        print(f"  {setup} {name}: compiled in {built[name].compile_seconds:.1f} s", flush=True)
+    return built
+
+
+def _title(setup: str, quick: bool, what: str) -> str:
+    config = base_config(setup, quick)
+    shape = "32×32×3" if setup == "conv" else "2-D"
+    network = f"small_conv nf {config.model.nf}" if setup == "conv" else config.model.name
+    return f"\n{setup}: {what}, {network}, {shape}, batch {config.training.batch_size}"
+
+
+def objective_table(setup: str, quick: bool, rounds: int, repeats: int) -> dict:
+    rows = {k: v for k, v in OBJECTIVES.items() if k not in SKIPPED[setup]}
+    result = compare_runners(runners(setup, rows, quick, calls=1), "dsm", rounds=rounds,
+                             repeats=repeats)
+    result["skipped"] = SKIPPED[setup]
+    skipped = "".join(f"\n{name:26s} skipped: {why}" for name, why in SKIPPED[setup].items())
+    print(format_table(result, _title(setup, quick, "training step per objective"), NOTES)
+          + skipped, flush=True)
+    return result
+
+
+def qc_table(setup: str, quick: bool, rounds: int, repeats: int) -> dict:
+    result = compare_runners(runners(setup, qc_rows(setup), quick, calls=QC_CYCLE), "dsm",
+                             rounds=rounds, repeats=repeats, warmup=1)
+    notes = {name: f"{row['ms_per_step']:.1f} ms/step" for name, row in result["steps"].items()}
+    title = _title(setup, quick, f"QC schedules, {QC_CYCLE} steps per timed call, "
+                                 f"QC weight {QC_WEIGHT[setup]:g}")
+    print(format_table(result, title, notes), flush=True)
+    return result
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "losses.json"))
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (conv: batch 8, nf 16; toy: batch 500) and 2 rounds")
+    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
+    parser.add_argument("--rounds", type=int,
+                        help="interleaved rounds (default: conv 5, toy 10; quick 2)")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "losses.json"))
     args = parser.parse_args(argv)
-    objectives = objective_table(args.quick)
-    dims = dimension_table(args.quick)
-    print_tables(objectives, dims)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(dict(device=str(jax.devices()[0]), platform=platform.platform(), jax=jax.__version__,
-                       quick=args.quick, objectives=objectives, dimensions=dims), f, indent=2)
-    print(f"\nwrote {args.json}")
+    results = {}
+    for setup in args.setups:
+        rounds = args.rounds or (2 if args.quick else {"conv": 5, "toy": 10}[setup])
+        repeats = 1 if args.quick or setup == "conv" else 3
+        tables = {}
+        if "objectives" in args.tables:
+            tables["objectives"] = objective_table(setup, args.quick, rounds, repeats)
+        if "qc" in args.tables:
+            tables["qc"] = qc_table(setup, args.quick, rounds, repeats)
+        results[setup] = {name: {**table, "quick": args.quick} for name, table in tables.items()}
+    if os.path.exists(args.out):  # keep what this run did not measure
+        with open(args.out) as f:
+            previous = json.load(f)
+        for setup in SETUPS:
+            if isinstance(previous.get(setup), dict):
+                results[setup] = {**previous[setup], **results.get(setup, {})}
+    write_json(args.out, results)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

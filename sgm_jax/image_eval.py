@@ -41,7 +41,7 @@ import hashlib
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +87,7 @@ def _check_batch(experiment: Experiment, mesh) -> int:
     return batch
 
 
-class _Sampler:
+class BatchSampler:
     """Sharded sampling of one global batch: ``(uint8 images [B, ...], nfe)`` from a key."""
 
     def __init__(self, experiment: Experiment, params, batch: int, mesh):
@@ -146,7 +146,7 @@ def _samples(experiment: Experiment, params, store: ShardStore, key, mesh, incep
     pool features and logits when ``inception`` is given."""
     e = experiment.evaluation
     batch = _check_batch(experiment, mesh)
-    sampler = _Sampler(experiment, params, batch, mesh)
+    sampler = BatchSampler(experiment, params, batch, mesh)
     num_batches = math.ceil(e.num_samples / batch)
     progress = Progress("sampling", num_batches)
     parts = []
@@ -178,23 +178,31 @@ def _test_examples(experiment: Experiment, limit: int, batch: int) -> tuple[int,
     return total, math.ceil(total / batch)
 
 
-def _bpd(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
-    e, data, sde = experiment.evaluation, experiment.data, experiment.sde
-    batch = _check_batch(experiment, mesh)
-    total, num_batches = _test_examples(experiment, e.bpd_num_examples, batch)
+def bpd_batch_fn(experiment: Experiment, mesh) -> Callable:
+    """The jitted ``(params, levels [B, ...] in [0, 1], key) -> (bits/dim [B], nfe)`` of one
+    test batch, the batch sharded over ``mesh``: uniform dequantisation inside the sharded
+    program (so the noise of a row does not depend on the layout), the probability-flow ODE with
+    the Hutchinson divergence (one Rademacher probe) at ``eval.bpd_rtol/atol/eps``."""
+    e = experiment.evaluation
     offset = dequantization_offset(centered=e.centered)
-    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
 
     def nll(p, levels, k):
-        # dequantised inside the sharded program: the noise of a row does not depend on the layout
         k_deq, k_probe = jax.random.split(k)
         x = uniform_dequantize(k_deq, levels, centered=e.centered)
-        logp, _, nfe = log_likelihood(sde, experiment.score_model(p), x, k_probe,
+        logp, _, nfe = log_likelihood(experiment.sde, experiment.score_model(p), x, k_probe,
                                       divergence="hutchinson", rtol=e.bpd_rtol, atol=e.bpd_atol,
                                       eps=e.bpd_eps)
         return bits_per_dim(logp, experiment.event_shape, offset), nfe
 
-    run = jax.jit(nll, in_shardings=(repl, shard, repl), out_shardings=(shard, repl))
+    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+    return jax.jit(nll, in_shardings=(repl, shard, repl), out_shardings=(shard, repl))
+
+
+def _bpd(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
+    e, data = experiment.evaluation, experiment.data
+    batch = _check_batch(experiment, mesh)
+    total, num_batches = _test_examples(experiment, e.bpd_num_examples, batch)
+    run = bpd_batch_fn(experiment, mesh)
     progress = Progress("bits/dim", e.bpd_repeats * num_batches)
     values, nfes = [], []
     for r in range(e.bpd_repeats):
@@ -370,7 +378,7 @@ def sample(experiment: Experiment, workdir: str, *, mesh=None) -> str:
     state = load_checkpoint(experiment, workdir, e.checkpoint, mesh=mesh)
     step = int(state.step)
     batch = math.ceil(e.grid_samples / mesh.size) * mesh.size
-    images, nfe = _Sampler(experiment, state.ema_params, batch, mesh)(
+    images, nfe = BatchSampler(experiment, state.ema_params, batch, mesh)(
         jax.random.fold_in(experiment.eval_key(), step))
     images = images[: e.grid_samples]
     path = os.path.join(workdir, "samples", f"samples_step_{step}.npz")

@@ -29,7 +29,7 @@ from recording_writer import Recorder
 from sgm_jax import checkpoints, train
 from sgm_jax.data import DataSource
 from sgm_jax.experiment import build_experiment
-from sgm_jax.metrics.inception import inception_variable_shapes
+from sgm_jax.metrics.inception import write_random_inception_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 64
@@ -61,21 +61,8 @@ def _config(module: str, **overrides):
 def inception_weights(tmp_path_factory):
     """Random FID Inception weights in the converted format (the real file is not available
     offline; the metrics' wiring, not their values, is under test here)."""
-    path = str(tmp_path_factory.mktemp("inception") / "inception_random.npz")
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for name, shape in inception_variable_shapes().items():
-        if name.endswith("var"):
-            arrays[name] = np.ones(shape, np.float32)
-        elif name.endswith(("mean", "bias")):
-            arrays[name] = np.zeros(shape, np.float32)
-        elif name.endswith("scale"):
-            arrays[name] = np.ones(shape, np.float32)
-        else:
-            fan_in = int(np.prod(shape[:-1]))
-            arrays[name] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
-    np.savez(path, **arrays)
-    return path
+    return write_random_inception_weights(
+        str(tmp_path_factory.mktemp("inception") / "inception_random.npz"))
 
 
 @pytest.fixture(scope="module")

@@ -316,6 +316,25 @@ def inception_variable_shapes() -> dict[str, tuple[int, ...]]:
     return dict(_variable_shapes())
 
 
+def write_random_inception_weights(path: str, seed: int = 0) -> str:
+    """A weight file in the converted layout with random weights: unit batch-norm variances and
+    scales, zero means and biases, kernels N(0, 1/fan_in). For tests and speed benchmarks where
+    the real file is not at hand (the network's cost and wiring do not depend on the weights);
+    returns ``path``."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in inception_variable_shapes().items():
+        if name.endswith(("var", "scale")):
+            arrays[name] = np.ones(shape, np.float32)
+        elif name.endswith(("mean", "bias")):
+            arrays[name] = np.zeros(shape, np.float32)
+        else:
+            arrays[name] = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
+                            ).astype(np.float32)
+    np.savez(path, **arrays)
+    return path
+
+
 def check_inception_arrays(arrays: Mapping[str, np.ndarray], source: str) -> None:
     """Raise ``ValueError`` unless ``arrays`` has exactly the keys and shapes of
     :func:`inception_variable_shapes`; ``source`` names where they came from."""

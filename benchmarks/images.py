@@ -1,0 +1,120 @@
+"""Image-scale training speed: the QCSGM network (NCSN++ deep continuous, VE) trained as U, C and
+QC, the cheaper QC schedules, and several steps per dispatch.
+
+Every step is the library's own train step (``sgm_jax.train.TrainStep`` of the experiment that
+``configs/ve/cifar10_{u,c,qc}.py`` builds, through ``benchmarks.timing.TrainStepRunner``), timed
+interleaved round by round (``benchmarks/timing.py``): the median per-round ratio to U with its
+range. Compile time is that of ``jit(...).lower(...).compile()``; memory is XLA's buffer
+assignment of the compiled step (``memory_analysis``: arguments + outputs + temporaries, less the
+donated aliases), and on a GPU also the device's peak bytes in use.
+
+* U, C (energy gradient: one more backward pass), QC (λ = 1e-4, K = 1, fused with DSM);
+* QC on a quarter of each device's examples (``training.qc_fraction = 0.25``) and lazy QC
+  (``training.qc_every = 4``): each timed unit is 4 consecutive steps (one cycle of the lazy
+  schedule) for every variant, so the ratio is the amortised one;
+* ``n_jitted_steps``: U with 5 steps in one dispatch against 5 dispatches of one step.
+
+    python benchmarks/images.py                      # full network, batch 32 and 128 (a GPU)
+    python benchmarks/images.py --batch 4 --mock-data          # full network on a CPU
+    python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
+
+``--mock-data`` feeds tfds mock images (timing does not depend on the pixel values) when
+CIFAR-10 is not prepared on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import TrainStepRunner, compare_runners, format_table, write_json  # noqa: E402
+from sgm_jax import parallel  # noqa: E402
+from sgm_jax.experiment import build_experiment  # noqa: E402
+
+CYCLE = 4  # steps per timed unit: one cycle of qc_every = 4
+JITTED = 5  # steps per dispatch in the n_jitted_steps comparison (score_sde's CIFAR-10 value)
+VARIANTS = {  # name: (config module, training overrides)
+    "U": ("cifar10_u", {}),
+    "C": ("cifar10_c", {}),
+    "QC": ("cifar10_qc", {}),
+    "QC, qc_fraction 0.25": ("cifar10_qc", {"qc_fraction": 0.25}),
+    "QC, qc_every 4": ("cifar10_qc", {"qc_every": 4}),
+}
+
+
+def _config(module: str, args, batch: int, **training):
+    config = importlib.import_module(f"configs.ve.{module}").get_config()
+    config.model.nf = args.nf
+    config.model.num_res_blocks = args.num_res_blocks
+    config.training.batch_size = batch
+    config.training.n_jitted_steps = 1
+    for field, value in training.items():
+        config.training[field] = value
+    return config
+
+
+def _peak_mb() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
+def benchmark(args, batch: int, mesh) -> dict:
+    runs, notes = {}, {}
+    for name, (module, overrides) in VARIANTS.items():
+        experiment = build_experiment(_config(module, args, batch, **overrides))
+        runs[name] = TrainStepRunner(experiment, mesh, calls=CYCLE)
+        notes[name] = (f"compile {runs[name].compile_seconds:.1f} s, "
+                       f"memory {runs[name].memory_mb or float('nan'):.0f} MiB")
+        print(f"  {name}: {notes[name]}", flush=True)
+    result = compare_runners(runs, "U", rounds=args.rounds, repeats=1, warmup=1)
+    result["peak_device_mb"] = _peak_mb()
+    print(format_table(result, f"Train step, {CYCLE} steps per unit, batch {batch}, nf "
+                               f"{args.nf}, {args.num_res_blocks} blocks, "
+                               f"{jax.devices()[0].platform} × {jax.device_count()}", notes))
+
+    experiment = build_experiment(_config("cifar10_u", args, batch, n_jitted_steps=JITTED))
+    jitted = {f"U, {JITTED} dispatches": TrainStepRunner(experiment, mesh, calls=JITTED),
+              f"U, n_jitted_steps {JITTED}": TrainStepRunner(experiment, mesh,
+                                                             steps_per_call=JITTED)}
+    scan = compare_runners(jitted, f"U, {JITTED} dispatches", rounds=args.rounds, repeats=1,
+                           warmup=1)
+    print(format_table(scan, f"Several steps per dispatch (lax.scan), batch {batch}"))
+    return {"qc": result, "n_jitted_steps": scan}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--nf", type=int, default=128)
+    parser.add_argument("--num-res-blocks", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--mock-data", action="store_true",
+                        help="tfds mock images instead of the prepared CIFAR-10")
+    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
+                                                       "images.json"))
+    args = parser.parse_args(argv)
+    mesh = parallel.data_mesh()
+    if args.mock_data:
+        import tensorflow_datasets as tfds
+
+        data = tfds.testing.mock_data(num_examples=max(args.batch) * JITTED)
+    else:
+        data = contextlib.nullcontext()
+    results = {}
+    with data:
+        for batch in args.batch:
+            results[f"batch_{batch}"] = benchmark(args, batch, mesh)
+    write_json(args.json, {"nf": args.nf, "num_res_blocks": args.num_res_blocks,
+                           "mock_data": args.mock_data, **results})
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Interleaved timing of jitted steps, so that ratios between them hold on a noisy machine.
+
+Timing one step for a block of repeats and then the next one for another block lets a change in
+the machine's load (other processes, thermal or frequency changes) land on one step only, and the
+ratio between the two absorbs all of it. Here the compared steps run round by round instead:
+
+* a common warm-up runs every step ``warmup`` times (compilation included);
+* each of ``rounds`` rounds runs every step ``repeats`` times in a row, the order of the steps
+  rotated by one place from round to round (so no step always follows the same one);
+* a step's time in a round is the median of its repeats there, and its ratio to the baseline in
+  that round is the quotient of the two round times, both measured within seconds of each other.
+
+Reported per step: the median over all its runs (ms), and against the baseline the **median of
+the per-round ratios** with their range (min–max). A load change between rounds moves the times
+but hardly the per-round ratios; a wide range says that the load changed within a round.
+
+The same is reported for the CPU time of this process (all its threads, ``time.process_time``):
+other processes competing for the cores stretch the wall time of a step much more than the CPU
+time it consumes (caches and memory bandwidth stay shared, so it is not immune either). On an
+idle machine the two agree; on an accelerator only the wall time means anything.
+
+The steps compared are the library's own train steps: :class:`TrainStepRunner` compiles
+``sgm_jax.train.TrainStep(experiment, mesh, steps_per_call)`` for an
+experiment of ``sgm_jax.experiment.build_experiment`` and runs it on a fixed batch.
+
+    from benchmarks.timing import TrainStepRunner, compare, format_table, write_json
+
+    steps = {"dsm": TrainStepRunner(build_experiment(dsm_config)),
+             "dsm_qc": TrainStepRunner(build_experiment(qc_config))}
+    result = compare(steps, baseline="dsm", rounds=10, repeats=3)
+    print(format_table(result, "DSM + QC against DSM"))
+    write_json("benchmarks/results/x.json", {"qc": result})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from sgm_jax import parallel
+from sgm_jax.checkpoints import init_state
+from sgm_jax.train import TrainStep
+
+if TYPE_CHECKING:
+    from sgm_jax.experiment import Experiment
+
+
+class TrainStepRunner:
+    """``calls`` dispatches of the library's compiled train step of ``experiment``, the state
+    threaded from one call to the next (the step donates it).
+
+    The step is ``sgm_jax.train.TrainStep(experiment, mesh, steps_per_call)`` (``mesh`` defaults
+    to :func:`sgm_jax.parallel.data_mesh`, every device), started from ``init_state(experiment)``
+    replicated over the mesh, on a fixed batch: the data source's training batch 0
+    (``steps_per_call`` = 1) or batches 0 … n − 1 stacked to ``[n, B, ...]`` (n =
+    ``steps_per_call`` > 1), sharded as the train loop shards it. Each call runs the program the
+    train loop would run at the runner's step (with lazy QC, the QC call at the steps
+    ``qc_every`` divides). Every program is compiled ahead of time
+    (``jit(...).lower(...).compile()``) when the runner is built.
+
+    Attributes: ``steps`` (train steps per call of the runner, ``steps_per_call * calls``),
+    ``compile_seconds`` (all programs), ``memory_mb`` (the largest XLA buffer assignment of a
+    program: arguments + outputs + temporaries − donated aliases; None where the backend gives
+    no analysis) and ``state`` (the current ``TrainState``). Calling the runner returns the
+    metrics of its last dispatch.
+    """
+
+    def __init__(self, experiment: Experiment, mesh: Mesh | None = None, *,
+                 steps_per_call: int = 1, calls: int = 1):
+        for name, value in (("steps_per_call", steps_per_call), ("calls", calls)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        mesh = parallel.data_mesh() if mesh is None else mesh
+        self.calls, self.steps_per_call = calls, steps_per_call
+        self.steps = steps_per_call * calls
+        self.train_step = TrainStep(experiment, mesh, steps_per_call)
+        self.state = jax.jit(lambda: init_state(experiment),
+                             out_shardings=parallel.replicated_sharding(mesh))()
+        self.step = 0
+        batches = [experiment.data.train_batch(k) for k in range(steps_per_call)]
+        group = batches[0] if steps_per_call == 1 else jax.tree.map(
+            lambda *leaves: np.stack(leaves), *batches)
+        self.batch = parallel.shard_batch(group, mesh, 0 if steps_per_call == 1 else 1)
+        start = time.perf_counter()
+        self.compiled = {id(p): p.lower(self.state, self.batch).compile()
+                         for p in self.train_step.programs}
+        self.compile_seconds = time.perf_counter() - start
+        sizes = [m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - m.alias_size_in_bytes for m in
+                 (c.memory_analysis() for c in self.compiled.values()) if m is not None]
+        self.memory_mb = max(sizes) / 2**20 if sizes else None
+
+    def __call__(self) -> dict:
+        for _ in range(self.calls):
+            program = self.compiled[id(self.train_step.program(self.step))]
+            self.state, metrics = program(self.state, self.batch)
+            self.step += self.steps_per_call
+        return metrics
+
+
+def _run_once(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of ``fn``, its outputs waited for."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ratios(per_round: dict[str, list[float]], name: str,
+            baseline: str) -> tuple[float, float, float]:
+    """(median, min, max) of the per-round ratios of ``name`` to ``baseline``."""
+    ratios = [a / b for a, b in zip(per_round[name], per_round[baseline])]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _check_finite(name: str, outputs: Any) -> None:
+    for leaf in jax.tree_util.tree_leaves(outputs):
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.all(np.isfinite(leaf)):
+            raise RuntimeError(f"step {name!r} produced a non-finite value during the benchmark.")
+
+
+def compare(steps: Mapping[str, Callable[[], Any]], baseline: str, *, rounds: int = 10,
+            repeats: int = 3, warmup: int = 2) -> dict:
+    """Time ``steps`` (name -> zero-argument callable running one step) interleaved round by round.
+
+    Returns a JSON-ready dict: the settings, the load average before and after, and per step
+    ``median_ms`` (over all ``rounds * repeats`` runs), ``round_ms`` (per-round medians) and,
+    against ``baseline``, ``ratio_median``, ``ratio_min``, ``ratio_max`` of the per-round ratios;
+    the same for the process CPU time with the prefix ``cpu_``. A step's outputs are checked to be
+    finite after the warm-up.
+    """
+    names = list(steps)
+    if baseline not in steps:
+        raise ValueError(f"baseline must be one of the steps {names}; got {baseline!r}.")
+    for name, value in (("rounds", rounds), ("repeats", repeats)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    if not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(f"warmup must be an integer >= 1 (it compiles the steps); got {warmup!r}.")
+    load_before = os.getloadavg()
+    for name in names:
+        for _ in range(warmup):
+            outputs = jax.block_until_ready(steps[name]())
+        _check_finite(name, outputs)
+    runs = {name: ([], []) for name in names}  # wall, cpu
+    per_round = ({name: [] for name in names}, {name: [] for name in names})
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, cpu = zip(*(_run_once(steps[name]) for _ in range(repeats)))
+            for clock, times in enumerate((wall, cpu)):
+                runs[name][clock].extend(times)
+                per_round[clock][name].append(statistics.median(times))
+    rows = {}
+    for name in names:
+        row = {}
+        for clock, prefix in enumerate(("", "cpu_")):
+            median, low, high = _ratios(per_round[clock], name, baseline)
+            row.update({f"{prefix}median_ms": 1e3 * statistics.median(runs[name][clock]),
+                        f"{prefix}round_ms": [1e3 * t for t in per_round[clock][name]],
+                        f"{prefix}ratio_median": median, f"{prefix}ratio_min": low,
+                        f"{prefix}ratio_max": high})
+        rows[name] = row
+    return dict(baseline=baseline, rounds=rounds, repeats=repeats, warmup=warmup,
+                load_average_before=load_before, load_average_after=os.getloadavg(), steps=rows)
+
+
+def compare_runners(runners: Mapping[str, TrainStepRunner], baseline: str, **kwargs: Any) -> dict:
+    """:func:`compare` of :class:`TrainStepRunner` objects (``kwargs``: its ``rounds``,
+    ``repeats``, ``warmup``), each row completed with the runner's ``steps`` per timed call,
+    ``ms_per_step`` (``median_ms / steps``), ``compile_s`` and ``memory_mb``."""
+    result = compare(runners, baseline, **kwargs)
+    for name, runner in runners.items():
+        result["steps"][name].update(
+            steps=runner.steps, ms_per_step=result["steps"][name]["median_ms"] / runner.steps,
+            compile_s=runner.compile_seconds, memory_mb=runner.memory_mb)
+    return result
+
+
+def format_table(result: dict, title: str, notes: Mapping[str, str] | None = None) -> str:
+    """A plain-text table of :func:`compare`'s result: step, median wall ms, × baseline (median of
+    the per-round ratios) and its range, then the same for the CPU time; ``notes`` adds a last
+    column per step."""
+    notes = notes or {}
+    base = result["baseline"]
+    lines = [
+        title,
+        f"({result['rounds']} interleaved rounds × {result['repeats']} runs; "
+        f"1-min load average {result['load_average_before'][0]:.2f} before, "
+        f"{result['load_average_after'][0]:.2f} after)",
+        f"{'step':26s} {'wall ms':>10s} {'× ' + base:>9s} {'range':>11s}   "
+        f"{'CPU ms':>10s} {'× ' + base:>9s} {'range':>11s}  note",
+    ]
+    for name, row in result["steps"].items():
+        cells = []
+        for prefix in ("", "cpu_"):
+            span = f"{row[prefix + 'ratio_min']:.2f}–{row[prefix + 'ratio_max']:.2f}"
+            cells.append(f"{row[prefix + 'median_ms']:10.1f} {row[prefix + 'ratio_median']:9.2f} "
+                         f"{span:>11s}")
+        lines.append(f"{name:26s} {cells[0]}   {cells[1]}  {notes.get(name, '')}")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    """The device, JAX version, platform and CPU count a result was measured with."""
+    return dict(device=str(jax.devices()[0]), device_count=jax.device_count(),
+                jax=jax.__version__, platform=platform.platform(), cpu_count=os.cpu_count())
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` plus :func:`environment` to ``path`` (directories created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"environment": environment(), **payload}, f, indent=2)

@@ -49,6 +49,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from sgm_jax import parallel, plots
+from sgm_jax._batch import per_example
 from sgm_jax.checkpoints import load_checkpoint
 from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likelihood, \
     uniform_dequantize
@@ -246,7 +247,7 @@ def _asym_over_time(experiment: Experiment, params, store: ShardStore, key, mesh
         k_z, k_v = jax.random.split(k)
         tb = jnp.full((x0.shape[0],), t, x0.dtype)
         mean, std = sde.marginal_prob(x0, tb)
-        x_tilde = mean + std.reshape(-1, *([1] * (x0.ndim - 1))) * jax.random.normal(k_z, x0.shape)
+        x_tilde = mean + per_example(std, x0) * jax.random.normal(k_z, x0.shape)
         score_model = experiment.score_model(p)
         fn = lambda y: score_model(y, tb)  # noqa: E731
         return (asym(fn, x_tilde, k_v, num_vectors=e.asym_num_vectors),

@@ -50,6 +50,7 @@ from sgm_jax.checkpoints import init_state
 from sgm_jax.train import TrainStep
 
 if TYPE_CHECKING:
+    from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
 
@@ -63,7 +64,8 @@ class TrainStepRunner:
     (``steps_per_call`` = 1) or batches 0 … n − 1 stacked to ``[n, B, ...]`` (n =
     ``steps_per_call`` > 1), sharded as the train loop shards it. Each call runs the program the
     train loop would run at the runner's step (with lazy QC, the QC call at the steps
-    ``qc_every`` divides). Every program is compiled ahead of time
+    ``qc_every`` divides). A classifier experiment trains against the frozen score model of the
+    parameters ``frozen``. Every program is compiled ahead of time
     (``jit(...).lower(...).compile()``) when the runner is built.
 
     Attributes: ``steps`` (train steps per call of the runner, ``steps_per_call * calls``),
@@ -73,8 +75,8 @@ class TrainStepRunner:
     metrics of its last dispatch.
     """
 
-    def __init__(self, experiment: Experiment, mesh: Mesh | None = None, *,
-                 steps_per_call: int = 1, calls: int = 1):
+    def __init__(self, experiment: Experiment | ClassifierExperiment, mesh: Mesh | None = None, *,
+                 steps_per_call: int = 1, calls: int = 1, frozen: Any = None):
         for name, value in (("steps_per_call", steps_per_call), ("calls", calls)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
@@ -82,6 +84,8 @@ class TrainStepRunner:
         self.calls, self.steps_per_call = calls, steps_per_call
         self.steps = steps_per_call * calls
         self.train_step = TrainStep(experiment, mesh, steps_per_call)
+        self.frozen = None if frozen is None else jax.device_put(
+            frozen, parallel.replicated_sharding(mesh))
         self.state = jax.jit(lambda: init_state(experiment),
                              out_shardings=parallel.replicated_sharding(mesh))()
         self.step = 0
@@ -90,7 +94,7 @@ class TrainStepRunner:
             lambda *leaves: np.stack(leaves), *batches)
         self.batch = parallel.shard_batch(group, mesh, 0 if steps_per_call == 1 else 1)
         start = time.perf_counter()
-        self.compiled = {id(p): p.lower(self.state, self.batch).compile()
+        self.compiled = {id(p): p.lower(self.state, self.batch, self.frozen).compile()
                          for p in self.train_step.programs}
         self.compile_seconds = time.perf_counter() - start
         sizes = [m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
@@ -101,7 +105,7 @@ class TrainStepRunner:
     def __call__(self) -> dict:
         for _ in range(self.calls):
             program = self.compiled[id(self.train_step.program(self.step))]
-            self.state, metrics = program(self.state, self.batch)
+            self.state, metrics = program(self.state, self.batch, self.frozen)
             self.step += self.steps_per_call
         return metrics
 

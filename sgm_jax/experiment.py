@@ -195,6 +195,24 @@ class Experiment:
                 return network.apply(p, x, condition(t))
         return models.make_score_fn(apply_fn, params, self.parameterisation, self.sde.marginal_std)
 
+    def training_loss_fn(self, with_qc: bool = True) -> sde_loss.LossFn:
+        """The loss of a train step: ``qc_loss_fn``, or with lazy regularisation and
+        ``with_qc=False`` the loss of the steps without QC, ``lazy_loss_fn``."""
+        if with_qc or self.lazy_loss_fn is None:
+            return self.qc_loss_fn
+        return self.lazy_loss_fn
+
+    def batch_loss(self, params: Any, batch: dict, key: Array, *,
+                   loss_fn: sde_loss.LossFn | None = None, frozen: Any = None,
+                   dropout_key: Array | None = None) -> tuple[Array, dict]:
+        """``loss_fn`` (default ``self.loss_fn``) of the score model of ``params`` on
+        ``batch["x"]``: ``(loss, aux)``. Dropout runs when ``dropout_key`` is given (training);
+        ``frozen`` is unused (the train step's slot for a classifier's frozen score model)."""
+        del frozen
+        score_model = self.score_model(params, train=dropout_key is not None,
+                                       dropout_key=dropout_key)
+        return (loss_fn or self.loss_fn)(score_model, batch["x"], key)
+
 
 def run_keys(seed: int) -> dict[str, Array]:
     """The keys "data", "batches", "init" and "train" of a run with ``seed`` (module docstring)."""
@@ -254,18 +272,19 @@ def _network(config) -> nn.Module:
     return models.network_from_config(config)
 
 
-def _optimizer(config) -> optax.GradientTransformation:
+def _optimizer(config, root: str = "") -> optax.GradientTransformation:
     """Global-norm clipping (``optim.grad_clip``; 0 disables it), then Adam (``optim.lr``,
     ``beta1``, ``beta2``, ``eps``), AdamW when ``optim.weight_decay`` > 0 (decoupled; PyTorch's
     ``Adam(weight_decay=…)`` adds an L2 term instead — the official runs use 0), with score_sde's
-    linear warm-up lr·min(step/warmup, 1) when ``optim.warmup`` > 0."""
-    lr = cf.number(config, "optim.lr", low=0)
-    b1 = cf.number(config, "optim.beta1", low=0, high=1, high_open=True)
-    b2 = cf.number(config, "optim.beta2", low=0, high=1, high_open=True)
-    eps = cf.number(config, "optim.eps", low=0, low_open=True)
-    weight_decay = cf.number(config, "optim.weight_decay", low=0)
-    warmup = cf.integer(config, "optim.warmup", 0)
-    clip = cf.number(config, "optim.grad_clip", low=0)
+    linear warm-up lr·min(step/warmup, 1) when ``optim.warmup`` > 0. ``root`` prefixes the
+    fields' paths (``"classifier."`` for a classifier's optimiser)."""
+    lr = cf.number(config, f"{root}optim.lr", low=0)
+    b1 = cf.number(config, f"{root}optim.beta1", low=0, high=1, high_open=True)
+    b2 = cf.number(config, f"{root}optim.beta2", low=0, high=1, high_open=True)
+    eps = cf.number(config, f"{root}optim.eps", low=0, low_open=True)
+    weight_decay = cf.number(config, f"{root}optim.weight_decay", low=0)
+    warmup = cf.integer(config, f"{root}optim.warmup", 0)
+    clip = cf.number(config, f"{root}optim.grad_clip", low=0)
     schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
     if weight_decay > 0:
         adam = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
@@ -333,33 +352,36 @@ def _sampler(config, sde) -> tuple[Callable, dict]:
             {"method": method, "eps": eps, **arguments})
 
 
-def _training(config, qc_every: int) -> TrainingOptions:
-    n_jitted = cf.integer(config, "training.n_jitted_steps", 1)
+def _training(config, qc_every: int, root: str = "") -> TrainingOptions:
+    """The schedule of ``{root}training`` (``root`` "classifier." for a classifier run)."""
+    n_jitted = cf.integer(config, f"{root}training.n_jitted_steps", 1)
     options = TrainingOptions(
-        batch_size=cf.integer(config, "training.batch_size", 1),
-        lr=cf.number(config, "optim.lr", low=0),
-        n_iters=cf.integer(config, "training.n_iters", 0),
+        batch_size=cf.integer(config, f"{root}training.batch_size", 1),
+        lr=cf.number(config, f"{root}optim.lr", low=0),
+        n_iters=cf.integer(config, f"{root}training.n_iters", 0),
         n_jitted_steps=n_jitted,
-        log_freq=cf.integer(config, "training.log_freq", 1),
-        eval_freq=cf.integer(config, "training.eval_freq", 0),
-        snapshot_freq=cf.integer(config, "training.snapshot_freq", 1),
-        keep_checkpoints=cf.integer(config, "training.keep_checkpoints", 1),
-        keep_every=cf.integer(config, "training.keep_every", 0),
-        snapshot_sampling=cf.boolean(config, "training.snapshot_sampling"),
-        snapshot_num_samples=cf.integer(config, "training.snapshot_num_samples", 1),
+        log_freq=cf.integer(config, f"{root}training.log_freq", 1),
+        eval_freq=cf.integer(config, f"{root}training.eval_freq", 0),
+        snapshot_freq=cf.integer(config, f"{root}training.snapshot_freq", 1),
+        keep_checkpoints=cf.integer(config, f"{root}training.keep_checkpoints", 1),
+        keep_every=cf.integer(config, f"{root}training.keep_every", 0),
+        snapshot_sampling=cf.boolean(config, f"{root}training.snapshot_sampling"),
+        snapshot_num_samples=cf.integer(config, f"{root}training.snapshot_num_samples", 1),
         qc_every=qc_every,
-        init_from=cf.string(config, "training.init_from"),
-        init_step=cf.integer(config, "training.init_step", -1),
+        init_from=cf.string(config, f"{root}training.init_from"),
+        init_step=cf.integer(config, f"{root}training.init_step", -1),
     )
     for field in ("n_iters", "log_freq", "eval_freq", "snapshot_freq", "keep_every"):
         value = getattr(options, field)
         if value:  # score_sde asserts the same: a scan of n steps cannot stop in between
-            cf.multiple_of(f"training.{field}", value, n_jitted, "training.n_jitted_steps")
+            cf.multiple_of(f"{root}training.{field}", value, n_jitted,
+                           f"{root}training.n_jitted_steps")
     if options.qc_every > 1:  # a call of n_jitted_steps steps holds at most one QC step
-        cf.multiple_of("training.qc_every", options.qc_every, n_jitted, "training.n_jitted_steps")
+        cf.multiple_of(f"{root}training.qc_every", options.qc_every, n_jitted,
+                       f"{root}training.n_jitted_steps")
     if options.keep_every:
-        cf.multiple_of("training.keep_every", options.keep_every, options.snapshot_freq,
-                       "training.snapshot_freq")
+        cf.multiple_of(f"{root}training.keep_every", options.keep_every, options.snapshot_freq,
+                       f"{root}training.snapshot_freq")
     return options
 
 

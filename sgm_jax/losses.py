@@ -35,6 +35,7 @@ __all__ = [
     "lcss_loss",
     "qc_loss",
     "dlsm_loss",
+    "class_log_likelihood_grad",
     "parzen_score",
     "PROJECTIONS",
 ]
@@ -297,21 +298,38 @@ def dlsm_loss(logits_fn: Callable[[Array], Array], score_fn: ScoreFn, x: Array, 
 
     ½‖∇_x̃ log softmax(f(x̃))_y + s(x̃) − (x − x̃)/σ²‖² with x̃ = x + σz, i.e. the posterior score
     (classifier gradient plus the frozen unconditional score ``score_fn``, whose gradient is
-    stopped) matched to the denoising target −z/σ. The official code uses log(softmax + 1e-8);
-    this uses ``log_softmax``, the same value without the floor and stable for tiny
-    probabilities. ``logits_fn(x) -> [B, num_classes]``; ``y`` holds integer labels ``[B]``.
+    stopped) matched to the denoising target −z/σ; the likelihood score is
+    :func:`class_log_likelihood_grad`. ``logits_fn(x) -> [B, num_classes]``; ``y`` holds integer
+    labels ``[B]``.
     """
     val.check_batched("x", x)
     val.check_labels("y", y, x)
     sig = per_example(val.check_sigma("sigma", sigma, x), x)
     x_tilde, z = perturb(x, key, sig)
+    classifier_grad, _ = class_log_likelihood_grad(logits_fn, x_tilde, y)
+    s = jax.lax.stop_gradient(val.checked_call(score_fn, x_tilde))
+    return dsm_from_score(classifier_grad + s, z, sig)
+
+
+def class_log_likelihood_grad(logits_fn: Callable[[Array], Array], x: Array, y: Array
+                              ) -> tuple[Array, Array]:
+    """The likelihood score ∇ₓ log p(y | x) = ∇ₓ log softmax(f(x))_y of a classifier (DLSM
+    poster Eq. 4) and the log-probabilities log softmax(f(x)) ``[B, num_classes]`` of the same
+    forward pass (−log p(y | x) is the cross-entropy). ``logits_fn(x) -> [B, num_classes]``,
+    examples independent; ``y`` holds integer labels ``[B]``. The official codes differentiate
+    log(softmax + 1e-8); ``log_softmax`` is the same value without the floor, stable for tiny
+    probabilities."""
+    val.check_labels("y", y, x)
 
     def log_likelihood(inputs):
         logits = logits_fn(inputs)
         val.check_logits(logits, x)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
-        return jnp.sum(jnp.take_along_axis(log_probs, y[:, None].astype(jnp.int32), axis=-1))
+        return jnp.sum(label_log_probs(log_probs, y)), log_probs
 
-    classifier_grad = jax.grad(log_likelihood)(x_tilde)
-    s = jax.lax.stop_gradient(val.checked_call(score_fn, x_tilde))
-    return dsm_from_score(classifier_grad + s, z, sig)
+    return jax.grad(log_likelihood, has_aux=True)(x)
+
+
+def label_log_probs(log_probs: Array, y: Array) -> Array:
+    """log p(y_b | x_b) [B] picked from log-probabilities [B, num_classes] at labels y [B]."""
+    return jnp.take_along_axis(log_probs, y[:, None].astype(jnp.int32), axis=-1)[:, 0]

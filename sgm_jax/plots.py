@@ -104,3 +104,51 @@ def plot_panels(path: str, panels: Mapping[str, np.ndarray], extent: tuple[float
         ax.set_xticks([])
         ax.set_yticks([])
     return save_figure(fig, path)
+
+
+_CLASS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                  "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _scatter_classes(ax, points: np.ndarray, labels: np.ndarray, alpha: float) -> None:
+    for label in np.unique(labels):
+        rows = points[labels == label]
+        ax.scatter(rows[:, 0], rows[:, 1], s=1, alpha=alpha,
+                   c=_CLASS_COLOURS[int(label) % len(_CLASS_COLOURS)], label=f"class {label}")
+
+
+def plot_class_samples(path: str, data: np.ndarray, data_labels: np.ndarray, samples: np.ndarray,
+                       labels: np.ndarray, title: str = "") -> str:
+    """Conditional samples coloured by their class, next to the labelled training data."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
+    for ax, (name, x, y) in zip(axes, (("data", data, data_labels), ("samples", samples, labels))):
+        _scatter_classes(ax, x, y, 0.5)
+        ax.set_aspect("equal")
+        ax.set_title(f"{title} {name}".strip())
+    return save_figure(fig, path)
+
+
+def plot_conditional(path: str, points: np.ndarray, fields: Mapping[int, tuple[np.ndarray, np.ndarray]],
+                     data: np.ndarray, data_labels: np.ndarray, samples: np.ndarray,
+                     labels: np.ndarray, title: str = "") -> str:
+    """Per class: the model's posterior score field (black) and the oracle's (red) on a grid
+    ``points`` [G², 2] over the class's data, then the class's samples over its data."""
+    classes = sorted(fields)
+    fig, axes = plt.subplots(2, len(classes), figsize=(4.6 * len(classes), 6.4), squeeze=False)
+    for column, label in enumerate(classes):
+        model, oracle = fields[label]
+        ax = axes[0, column]
+        ax.scatter(*data[data_labels == label].T, s=1, c="0.7")
+        for field, colour in ((oracle, "tab:red"), (model, "black")):
+            unit = field / np.maximum(np.linalg.norm(field, axis=1, keepdims=True), 1e-12)
+            ax.quiver(points[:, 0], points[:, 1], unit[:, 0], unit[:, 1], color=colour,
+                      width=0.003, alpha=0.8)
+        ax.set_title(f"{title}: posterior score, class {label}")
+        ax = axes[1, column]
+        ax.scatter(*data[data_labels == label].T, s=1, c="0.7")
+        ax.scatter(*samples[labels == label].T, s=1, alpha=0.5,
+                   c=_CLASS_COLOURS[label % len(_CLASS_COLOURS)])
+        ax.set_title(f"samples of class {label}")
+        for ax in axes[:, column]:
+            ax.set_aspect("equal")
+    return save_figure(fig, path)

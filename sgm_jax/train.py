@@ -52,33 +52,33 @@ from sgm_jax.checkpoints import (TrainState, abstract_state, checkpoint_dir, ini
 from sgm_jax.data import Prefetcher
 
 if TYPE_CHECKING:
+    from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
 Array = jax.Array
-LOGGED = ("loss", "objective", "qc", "grad_norm", "param_norm")
 
 
-def make_update_fn(experiment: Experiment, *, with_qc: bool = True
-                   ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """One optimisation step ``update(state, batch) -> (state, metrics)`` (pure, not jitted).
+def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bool = True
+                   ) -> Callable[..., tuple[TrainState, dict]]:
+    """One optimisation step ``update(state, batch, frozen=None) -> (state, metrics)`` (pure, not
+    jitted).
 
-    The gradient is that of the global batch mean of the experiment's loss: ``qc_loss_fn`` (the
-    training loss, or with lazy regularisation the loss of a QC step), or with ``with_qc=False``
-    and lazy regularisation the loss of the other steps, ``lazy_loss_fn``. ``metrics`` holds the
-    loss's ``aux`` (loss, objective, qc), ``grad_norm`` and ``param_norm`` (after the update).
+    The gradient is that of the global batch mean of ``experiment.batch_loss`` with the loss
+    ``experiment.training_loss_fn(with_qc)``: for a score model the training loss, or with lazy
+    regularisation the loss of a QC step (``with_qc``) or of the other steps; for a classifier
+    its objective, with ``frozen`` the frozen score model's parameters. ``metrics`` holds the
+    loss's ``aux``, ``grad_norm`` and ``param_norm`` (after the update).
     """
     optimizer, ema_rate = experiment.optimizer, experiment.ema_rate
-    loss_fn = experiment.qc_loss_fn
-    if not with_qc and experiment.lazy_loss_fn is not None:
-        loss_fn = experiment.lazy_loss_fn
+    loss_fn = experiment.training_loss_fn(with_qc)
 
-    def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def update(state: TrainState, batch: dict, frozen=None) -> tuple[TrainState, dict]:
         loss_key = jax.random.fold_in(state.key, state.step)
         dropout_key = jax.random.fold_in(loss_key, 1)
 
         def objective(params):
-            score_model = experiment.score_model(params, train=True, dropout_key=dropout_key)
-            return loss_fn(score_model, batch["x"], loss_key)
+            return experiment.batch_loss(params, batch, loss_key, loss_fn=loss_fn, frozen=frozen,
+                                         dropout_key=dropout_key)
 
         grads, aux = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -92,8 +92,9 @@ def make_update_fn(experiment: Experiment, *, with_qc: bool = True
 
 
 def make_train_step(update_fn, mesh, steps_per_call: int = 1, first_update_fn=None):
-    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``: the
-    state replicated (and donated), the batch sharded over ``"data"``. With ``steps_per_call``
+    """A jitted ``step(state, batch, frozen) -> (state, metrics)``, data-parallel over ``mesh``:
+    the state replicated (and donated), the batch sharded over ``"data"``, ``frozen`` (the frozen
+    score model's parameters of a classifier run, else None) replicated. With ``steps_per_call``
     n > 1 the batch is a group ``[n, B, ...]`` run by one ``lax.scan`` and every metric comes
     back as ``[n]``; with 1 it is ``[B, ...]`` and the metrics are scalars. ``first_update_fn``,
     when given, runs the first of the n steps (a lazy-QC step) and ``update_fn`` the others."""
@@ -101,20 +102,23 @@ def make_train_step(update_fn, mesh, steps_per_call: int = 1, first_update_fn=No
     shard = parallel.batch_sharding(mesh, 0 if steps_per_call == 1 else 1)
     first = update_fn if first_update_fn is None else first_update_fn
 
-    def step(state, batches):
+    def step(state, batches, frozen):
         if steps_per_call == 1:
-            return first(state, batches)
+            return first(state, batches, frozen)
+        scanned = lambda s, b: update_fn(s, b, frozen)  # noqa: E731
         if first_update_fn is None:
-            return jax.lax.scan(update_fn, state, batches)
-        state, head = first(state, jax.tree.map(lambda b: b[0], batches))
-        state, rest = jax.lax.scan(update_fn, state, jax.tree.map(lambda b: b[1:], batches))
+            return jax.lax.scan(scanned, state, batches)
+        state, head = first(state, jax.tree.map(lambda b: b[0], batches), frozen)
+        state, rest = jax.lax.scan(scanned, state, jax.tree.map(lambda b: b[1:], batches))
         return state, jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), head, rest)
 
-    return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(step, in_shardings=(repl, shard, repl), out_shardings=(repl, repl),
+                   donate_argnums=0)
 
 
 class TrainStep:
-    """The compiled train step of an experiment: ``train_step(step, state, batch)`` runs
+    """The compiled train step of an experiment: ``train_step(step, state, batch, frozen=None)``
+    runs
     ``steps_per_call`` (default ``training.n_jitted_steps``) optimisation steps from ``step`` (the
     state's step, known on the host) and returns ``(state, metrics)`` (``make_train_step``).
 
@@ -124,7 +128,8 @@ class TrainStep:
     divides ``step``, plain steps otherwise. Without it there is one program.
     """
 
-    def __init__(self, experiment: Experiment, mesh, steps_per_call: int | None = None):
+    def __init__(self, experiment: Experiment | ClassifierExperiment, mesh,
+                 steps_per_call: int | None = None):
         n = experiment.training.n_jitted_steps if steps_per_call is None else steps_per_call
         self.steps_per_call = n
         qc_update = make_update_fn(experiment)
@@ -143,19 +148,20 @@ class TrainStep:
         """The jitted program of the call that starts at ``step``."""
         return self.programs[0 if step % self.every == 0 else 1]
 
-    def __call__(self, step: int, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        return self.program(step)(state, batch)
+    def __call__(self, step: int, state: TrainState, batch: dict,
+                 frozen=None) -> tuple[TrainState, dict]:
+        return self.program(step)(state, batch, frozen)
 
 
-def make_eval_step(experiment: Experiment, mesh):
-    """A jitted ``eval_loss(ema_params, batch, key) -> loss``: ``experiment.loss_fn`` of the
-    EMA parameters (no dropout) on a sharded batch, as score_sde's evaluation step."""
+def make_eval_step(experiment: Experiment | ClassifierExperiment, mesh):
+    """A jitted ``eval_loss(ema_params, batch, key, frozen) -> loss``: ``experiment.loss_fn`` of
+    the EMA parameters (no dropout) on a sharded batch, as score_sde's evaluation step."""
     repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
 
-    def eval_loss(params, batch, key):
-        return experiment.loss_fn(experiment.score_model(params), batch["x"], key)[0]
+    def eval_loss(params, batch, key, frozen):
+        return experiment.batch_loss(params, batch, key, frozen=frozen)[0]
 
-    return jax.jit(eval_loss, in_shardings=(repl, shard, repl), out_shardings=repl)
+    return jax.jit(eval_loss, in_shardings=(repl, shard, repl, repl), out_shardings=repl)
 
 
 def _write_json(path: str, content: dict | str) -> None:
@@ -187,8 +193,11 @@ def _per_step(first: int, metrics: dict) -> list[tuple[int, dict]]:
 
 
 def _log_means(window: list[dict]) -> dict:
-    means = {k: float(np.mean([m[k] for m in window])) for k in LOGGED}
-    means["qc_share"] = (means["loss"] - means["objective"]) / means["loss"] if means["loss"] else 0.0
+    """The mean of every metric over the window; with a QC term also its share of the loss."""
+    means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+    if "qc" in means:
+        loss = means["loss"]
+        means["qc_share"] = (loss - means["objective"]) / loss if loss else 0.0
     return means
 
 
@@ -196,8 +205,8 @@ class _Evaluator:
     """``eval_loss`` of the EMA parameters on test batch j = (step / eval_freq) mod (number of
     full test batches), with the key ``fold_in(eval key, step)``."""
 
-    def __init__(self, experiment: Experiment, mesh):
-        self.experiment, self.mesh = experiment, mesh
+    def __init__(self, experiment: Experiment | ClassifierExperiment, mesh, frozen=None):
+        self.experiment, self.mesh, self.frozen = experiment, mesh, frozen
         self.step_fn = make_eval_step(experiment, mesh)
         batch_size = experiment.training.batch_size
         self.num_batches = max(1, experiment.data.num_eval_examples() // batch_size)
@@ -208,9 +217,9 @@ class _Evaluator:
         for j, batch in enumerate(self.experiment.data.eval_batches(t.batch_size)):
             if j == index:
                 break
-        batch = parallel.shard_batch({"x": batch["x"]}, self.mesh)
+        batch = parallel.shard_batch({"x": batch["x"], "label": batch["label"]}, self.mesh)
         key = jax.random.fold_in(self.experiment.eval_key(), step)
-        return float(self.step_fn(state.ema_params, batch, key))
+        return float(self.step_fn(state.ema_params, batch, key, self.frozen))
 
 
 class SnapshotSampler:
@@ -245,7 +254,7 @@ def _report(progress, first: int, done: int) -> None:
         progress(step)
 
 
-def _initial_state(experiment: Experiment, ckpt, workdir: str, mesh) -> TrainState:
+def _initial_state(experiment: Experiment | ClassifierExperiment, ckpt, workdir: str, mesh) -> TrainState:
     latest = ckpt.latest_step()
     if latest is not None:
         logging.info("Resuming from step %d in %s.", latest, checkpoint_dir(workdir))
@@ -263,14 +272,18 @@ def _initial_state(experiment: Experiment, ckpt, workdir: str, mesh) -> TrainSta
                    out_shardings=parallel.replicated_sharding(mesh))()
 
 
-def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> TrainState:
+def train(experiment: Experiment | ClassifierExperiment, workdir: str, *, mesh=None,
+          writer=None, frozen=None) -> TrainState:
     """Train ``experiment`` in ``workdir`` up to ``training.n_iters`` steps (module docstring)
     and return the final state.
 
-    Logs loss / objective / qc / qc_share / grad_norm / param_norm (means over the last
-    ``training.log_freq`` steps), eval_loss and steps/s with an ETA to the console and
-    TensorBoard (``workdir``). ``mesh`` defaults to all devices (:func:`parallel.data_mesh`);
-    ``writer`` (a clu ``MetricWriter``) replaces the default console + TensorBoard writer.
+    Logs the loss's ``aux`` (score models: loss / objective / qc / qc_share; classifiers: loss /
+    ce / dlsm / accuracy), grad_norm / param_norm (means over the last ``training.log_freq``
+    steps), eval_loss and steps/s with an ETA to the console and TensorBoard (``workdir``).
+    ``mesh`` defaults to all devices (:func:`parallel.data_mesh`); ``writer`` (a clu
+    ``MetricWriter``) replaces the default console + TensorBoard writer. A classifier
+    (:class:`~sgm_jax.classifier_experiment.ClassifierExperiment`) trains against the frozen
+    score model of the parameters ``frozen``.
     """
     from clu import metric_writers, periodic_actions  # imports TensorFlow: only when training
 
@@ -282,7 +295,9 @@ def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> Tr
     state = _initial_state(experiment, ckpt, workdir, mesh)
     _write_json(os.path.join(workdir, "config.json"), experiment.config.to_json_best_effort(indent=2))
     train_step = TrainStep(experiment, mesh)
-    evaluator = _Evaluator(experiment, mesh) if t.eval_freq else None
+    if frozen is not None:
+        frozen = jax.device_put(frozen, parallel.replicated_sharding(mesh))
+    evaluator = _Evaluator(experiment, mesh, frozen) if t.eval_freq else None
     snapshot = SnapshotSampler(experiment, workdir) if t.snapshot_sampling else None
     own_writer = writer is None
     if own_writer:
@@ -301,7 +316,7 @@ def train(experiment: Experiment, workdir: str, *, mesh=None, writer=None) -> Tr
             for step, batch in batches:
                 if step >= t.n_iters:
                     break
-                state, metrics = train_step(step, state, batch)
+                state, metrics = train_step(step, state, batch, frozen)
                 pending.append((step, metrics))
                 done = step + t.n_jitted_steps
                 is_log, is_save = done % t.log_freq == 0, done % t.snapshot_freq == 0

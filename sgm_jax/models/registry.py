@@ -66,30 +66,34 @@ def _lookup(name: str) -> type[nn.Module]:
     return _MODELS[name]
 
 
-def network_from_config(config: ml_collections.ConfigDict) -> nn.Module:
-    """The network ``config.model`` describes: ``get_model(config.model.name, **fields)``.
+def network_from_config(config: ml_collections.ConfigDict, section: str = "model") -> nn.Module:
+    """The network ``config.<section>`` describes (``section`` "model", or "classifier.model"
+    for a classifier): ``get_model(name, **fields)``.
 
-    ``fields`` are all keys of ``config.model`` except ``RESERVED_MODEL_KEYS`` (lists become
+    ``fields`` are all keys of the section except ``RESERVED_MODEL_KEYS`` (lists become
     tuples), plus ``centered = config.data.centered`` when the model has a ``centered`` field
     (as score_sde reads ``config.data.centered`` inside its networks). Raises ``ValueError`` for
-    a key that is not a field of the model (naming ``model.<key>`` and the allowed fields) and
-    for a ``model.centered`` key (it is set from ``data.centered``).
+    a key that is not a field of the model (naming ``<section>.<key>`` and the allowed fields)
+    and for a ``centered`` key (it is set from ``data.centered``).
     """
-    name = config.model.name
+    model = config
+    for part in section.split("."):
+        model = model[part]
+    name = model.name
     allowed = model_fields(name)
     settable = tuple(f for f in allowed if f != "centered")
     fields = {}
-    for key, value in config.model.items():
+    for key, value in model.items():
         if key in RESERVED_MODEL_KEYS:
             continue
         if key == "centered" and "centered" in allowed:
             raise ValueError(
-                "model.centered is not allowed: the network's centered field is set from "
+                f"{section}.centered is not allowed: the network's centered field is set from "
                 "data.centered"
             )
         if key not in settable:
             raise ValueError(
-                f"model.{key} is not a field of model {name!r}; allowed: {list(settable)}"
+                f"{section}.{key} is not a field of model {name!r}; allowed: {list(settable)}"
             )
         fields[key] = tuple(value) if isinstance(value, list) else value
     if "centered" in allowed:

@@ -1,0 +1,246 @@
+"""The experiment builder of a DLSM classifier run (the classifier half of the config; the
+score half is :func:`sgm_jax.experiment.build_experiment`).
+
+    score = build_experiment(config)                      # the unconditional score model's run
+    experiment = build_classifier_experiment(config, score)
+    state = train(experiment, workdir, frozen=score_ema_params)       # sgm_jax.train
+
+A DLSM config is a score-model config plus three sections (``configs/default_dlsm.py``):
+
+* ``classifier.model`` (name, condition, network fields), ``classifier.training`` (the schedule
+  fields of ``training`` plus the objective: ``objective`` "ce" | "dlsm" | "total", ``ce_weight``,
+  ``dlsm_weighting``, ``reduce_mean``, ``eps``; :mod:`sgm_jax.classifier_loss`),
+  ``classifier.optim`` (the fields of ``optim``), ``classifier.score_workdir`` (the run of the
+  frozen score model; "" means the classifier run's own workdir, where stage 1 trains it) and
+  ``classifier.score_checkpoint`` (its step, −1 the latest);
+* ``guidance.method`` "base" | "scaling" | "dlsm" and ``guidance.scale`` α
+  (:mod:`sgm_jax.guidance`);
+* ``eval.samples_per_class`` and the conditional evaluation's fields (:class:`ConditionalEvalOptions`).
+
+The classifier's randomness comes from the run's seed: its keys are those of
+:func:`sgm_jax.experiment.run_keys` folded with :data:`CLASSIFIER_STREAM`, so the score model
+and the classifier of one seed never share a key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from sgm_jax import classifier_loss
+from sgm_jax import config_fields as cf
+from sgm_jax import data as data_lib
+from sgm_jax import guidance, models
+from sgm_jax.experiment import (CONDITIONS, Experiment, TrainingOptions, _data, _optimizer,
+                                _training, conditioning_fn, run_keys)
+
+Array = jax.Array
+LogitsModel = Callable[[Array, Array], Array]
+ScoreModel = Callable[[Array, Array], Array]
+
+CLASSIFIER_STREAM = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionalEvalOptions:
+    """The conditional evaluation (``config.eval``; BUILD.md describes each field).
+
+    ``checkpoint`` is the classifier's step (−1: the latest); the score model's is
+    ``classifier.score_checkpoint``. Toy data: class-wise P/R/D/C of ``samples_per_class``
+    samples per class and the posterior-score errors on a ``grid_size``² grid over
+    ``grid_range`` = (x_min, x_max, y_min, y_max) at the noise level σ = ``grid_sigma``. Images:
+    the image evaluation of the score model's config on the conditional samples, class-wise
+    P/R/D/C and, with ``enable_cas``, the classification accuracy score.
+    """
+
+    checkpoint: int
+    samples_per_class: int
+    batch_size: int
+    prdc_k: int
+    grid_size: int
+    grid_range: tuple[float, float, float, float]
+    grid_sigma: float
+    enable_cas: bool
+    cas_steps: int
+    cas_batch_size: int
+    cas_lr: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierExperiment:
+    """The objects of a classifier run (module docstring), next to its score model's run
+    ``score``. ``loss_fn(logits_model, score_model, x0, y, key) -> (loss, aux)``."""
+
+    name: str
+    config: Any
+    seed: int
+    score: Experiment
+    data: data_lib.DataSource
+    network: nn.Module
+    condition: str
+    objective: str
+    optimizer: optax.GradientTransformation
+    ema_rate: float
+    loss_fn: classifier_loss.ClassifierLossFn
+    training: TrainingOptions
+    guidance: str
+    scale: float
+    score_workdir: str
+    score_checkpoint: int
+    evaluation: ConditionalEvalOptions
+    #: A classifier has no lazy regulariser: every train step runs ``loss_fn``.
+    lazy_loss_fn: ClassVar[None] = None
+
+    @property
+    def is_toy(self) -> bool:
+        return self.score.is_toy
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.data.event_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def keys(self) -> dict[str, Array]:
+        return classifier_keys(self.seed)
+
+    def eval_key(self) -> Array:
+        return jax.random.fold_in(self.score.eval_key(), CLASSIFIER_STREAM)
+
+    def init_params(self, key: Array) -> Any:
+        x = jnp.zeros((1, *self.event_shape), jnp.float32)
+        return self.network.init(key, x, jnp.ones((1,), jnp.float32))
+
+    def logits_model(self, params: Any, *, train: bool = False,
+                     dropout_key: Array | None = None) -> LogitsModel:
+        """``logits_model(x, t) -> [B, num_classes]`` of the classifier with ``params``."""
+        condition, network = conditioning_fn(self.condition, self.score.sde), self.network
+        if train:
+            rngs = {"dropout": dropout_key}
+            return lambda x, t: network.apply(params, x, condition(t), train=True, rngs=rngs)
+        return lambda x, t: network.apply(params, x, condition(t))
+
+    def posterior_score_model(self, score_params: Any, params: Any, labels: Array) -> ScoreModel:
+        """The conditional score s(x, t) + α ∇ₓ log p(y | x, t) of the score model with
+        ``score_params`` and the classifier with ``params`` at ``labels`` [B] (guidance α)."""
+        return guidance.posterior_score_model(self.score.score_model(score_params),
+                                              self.logits_model(params), labels, self.scale)
+
+    def training_loss_fn(self, with_qc: bool = True) -> classifier_loss.ClassifierLossFn:
+        del with_qc  # no regulariser
+        return self.loss_fn
+
+    def batch_loss(self, params: Any, batch: dict, key: Array, *,
+                   loss_fn: classifier_loss.ClassifierLossFn | None = None, frozen: Any = None,
+                   dropout_key: Array | None = None) -> tuple[Array, dict]:
+        """``loss_fn`` (default ``self.loss_fn``) of the classifier with ``params`` against the
+        frozen score model of the parameters ``frozen`` on ``batch`` ("x", "label")."""
+        logits_model = self.logits_model(params, train=dropout_key is not None,
+                                         dropout_key=dropout_key)
+        score_model = None if frozen is None else self.score.score_model(frozen)
+        if score_model is None and self.objective != "ce":
+            raise ValueError(f"classifier.training.objective={self.objective!r} needs the frozen "
+                             "score model's parameters (frozen=None was given).")
+        return (loss_fn or self.loss_fn)(logits_model, score_model, batch["x"], batch["label"],
+                                          key)
+
+
+def classifier_keys(seed: int) -> dict[str, Array]:
+    """The keys of the classifier run of ``seed``: :func:`run_keys` folded with
+    :data:`CLASSIFIER_STREAM`."""
+    return {k: jax.random.fold_in(v, CLASSIFIER_STREAM) for k, v in run_keys(seed).items()}
+
+
+def _classifier_network(config, num_classes: int) -> tuple[nn.Module, str]:
+    cf.choice(config, "classifier.model.name", models.available_models())
+    condition = cf.choice(config, "classifier.model.condition", CONDITIONS)
+    network = models.network_from_config(config, "classifier.model")
+    classes = getattr(network, "num_classes", None)
+    if classes != num_classes:
+        raise ValueError(f"classifier.model.num_classes must equal the data set's number of "
+                         f"classes ({num_classes}); got {classes!r}.")
+    return network, condition
+
+
+def _loss(config, sde) -> tuple[str, classifier_loss.ClassifierLossFn]:
+    root = "classifier.training."
+    objective = cf.choice(config, root + "objective", classifier_loss.OBJECTIVES)
+    return objective, classifier_loss.get_classifier_loss_fn(
+        sde, objective,
+        ce_weight=cf.number(config, root + "ce_weight", low=0),
+        dlsm_weighting=cf.choice(config, root + "dlsm_weighting", classifier_loss.DLSM_WEIGHTINGS),
+        reduce_mean=cf.boolean(config, root + "reduce_mean"),
+        eps=cf.number(config, root + "eps", low=0, high=sde.T, low_open=True, high_open=True))
+
+
+def _evaluation(config) -> ConditionalEvalOptions:
+    grid_range = tuple(cf.get(config, "eval.grid_range"))
+    if len(grid_range) != 4 or not (grid_range[0] < grid_range[1] and grid_range[2] < grid_range[3]):
+        raise ValueError(f"eval.grid_range must be (x_min, x_max, y_min, y_max) with x_min < x_max "
+                         f"and y_min < y_max; got {grid_range!r}.")
+    return ConditionalEvalOptions(
+        checkpoint=cf.integer(config, "eval.checkpoint", -1),
+        samples_per_class=cf.integer(config, "eval.samples_per_class", 1),
+        batch_size=cf.integer(config, "eval.batch_size", 1),
+        prdc_k=cf.integer(config, "eval.prdc_k", 1),
+        grid_size=cf.integer(config, "eval.grid_size", 2),
+        grid_range=tuple(float(v) for v in grid_range),
+        grid_sigma=cf.number(config, "eval.grid_sigma", low=0, low_open=True),
+        enable_cas=cf.boolean(config, "eval.enable_cas"),
+        cas_steps=cf.integer(config, "eval.cas_steps", 1),
+        cas_batch_size=cf.integer(config, "eval.cas_batch_size", 1),
+        cas_lr=cf.number(config, "eval.cas_lr", low=0, low_open=True),
+    )
+
+
+def build_classifier_experiment(config, score: Experiment | None = None, *,
+                                num_devices: int | None = None) -> ClassifierExperiment:
+    """Read and validate the classifier half of ``config`` (module docstring). ``score`` is the
+    score model's experiment of the same config (built when not given)."""
+    from sgm_jax.experiment import build_experiment
+    from sgm_jax.parallel import check_batch_divisible
+
+    if not cf.has(config, "classifier"):
+        raise ValueError("the config has no 'classifier' section: it describes an unconditional "
+                         "score model, not a DLSM run (see configs/dlsm/).")
+    score = build_experiment(config, num_devices=num_devices) if score is None else score
+    if score.data.num_classes < 2:
+        raise ValueError(f"data.dataset={score.dataset!r} has no class labels; a classifier "
+                         "needs a labelled data set.")
+    network, condition = _classifier_network(config, score.data.num_classes)
+    optimizer = _optimizer(config, "classifier.")
+    ema_rate = cf.number(config, "classifier.optim.ema_rate", low=0, high=1)
+    training = _training(config, 1, "classifier.")
+    if training.snapshot_sampling:
+        raise ValueError("classifier.training.snapshot_sampling must be False: a classifier run "
+                         "draws no samples while training (--mode=sample draws conditional ones).")
+    if training.init_from:
+        raise ValueError("classifier.training.init_from is not supported: a classifier run "
+                         f"starts from its own checkpoints; got {training.init_from!r}.")
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    check_batch_divisible(training.batch_size, num_devices)
+    objective, loss_fn = _loss(config, score.sde)
+    method = cf.choice(config, "guidance.method", guidance.GUIDANCE_METHODS)
+    scale = cf.number(config, "guidance.scale", low=0, low_open=True)
+    guidance.check_guidance(method, scale, objective)
+    evaluation = _evaluation(config)
+    seed = score.seed
+    # the score model's data set (the toy points are drawn from its "data" key), the
+    # classifier's own batch order
+    keys = {**classifier_keys(seed), "data": run_keys(seed)["data"]}
+    data = _data(config, keys, training.batch_size)
+    return ClassifierExperiment(
+        name=f"{score.dataset} classifier ({objective}, {method} guidance α={scale:g})",
+        config=config, seed=seed, score=score, data=data, network=network, condition=condition,
+        objective=objective, optimizer=optimizer, ema_rate=ema_rate, loss_fn=loss_fn,
+        training=training, guidance=method, scale=scale,
+        score_workdir=cf.string(config, "classifier.score_workdir"),
+        score_checkpoint=cf.integer(config, "classifier.score_checkpoint", -1),
+        evaluation=evaluation)

@@ -29,7 +29,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.data.num_points = 10000
 
     config.model.name = "dlsm_toy_score"
-    config.model.parameterisation = "u"
+    config.model.parameterisation = "direct"  # the network's output is the score (official)
     config.model.condition = "sigma"
     del config.model["output_activation"]
 

@@ -1,11 +1,14 @@
 """Networks f(x, t), the model registry and the score parameterisations (QCSGM Eq. 12).
 
 Importing this package registers the toy networks "toy_mlp", "official_toy", "autoencoder" and
-"small_conv", and the image networks "ncsnpp" (NCSN++ and DDPM++, score_sde's ``ncsnpp.py``) and
-"ddpm" (score_sde's ``ddpm.py``).
+"small_conv", the image networks "ncsnpp" (NCSN++ and DDPM++, score_sde's ``ncsnpp.py``) and
+"ddpm" (score_sde's ``ddpm.py``), and DLSM's networks: the toy classifier and score model
+"dlsm_toy_classifier" and "dlsm_toy_score", and the noise-conditional ResNet-18/34 classifier
+"resnet_cond".
 """
 
 from sgm_jax.models.autoencoder import OneLayerAutoencoder, autoencoder_weights
+from sgm_jax.models.classifiers import ConditionalResNet, ToyClassifier, ToyScoreNet
 from sgm_jax.models.ddpm import DDPM
 from sgm_jax.models.layers import (
     ACTIVATIONS,
@@ -34,6 +37,7 @@ from sgm_jax.models.small_conv import SmallConvScoreNet
 
 __all__ = [
     "ACTIVATIONS",
+    "ConditionalResNet",
     "DDPM",
     "ENERGY_PARAMETERISATIONS",
     "NCSNpp",
@@ -42,7 +46,9 @@ __all__ = [
     "OneLayerAutoencoder",
     "SmallConvScoreNet",
     "Swish",
+    "ToyClassifier",
     "ToyMLP",
+    "ToyScoreNet",
     "autoencoder_weights",
     "available_models",
     "gaussian_fourier_embedding",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -66,17 +67,22 @@ def test_sample_writes_every_class(run):
 
 
 def test_a_different_score_checkpoint_is_refused(run, tmp_path):
+    """The record names another score model (its EMA digest differs from the configured
+    checkpoint's): evaluating, sampling or resuming the classifier must stop before any work."""
     workdir, _ = run
-    other = tiny(moons_dlsm.get_config())
-    other.seed = 7  # another score model, trained in another folder
-    other.training.n_iters = 10
-    experiment = build_classifier_experiment(other)
-    from sgm_jax import train
-    train.train(experiment.score, str(tmp_path))
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("samples"))
+    path = os.path.join(copy, "classifier", dlsm.SOURCE_FILE)
+    with open(path) as f:
+        record = json.load(f)
+    record["digest"] = "0" * 64
+    with open(path, "w") as f:
+        json.dump(record, f)
     config = tiny(moons_dlsm.get_config())
-    config.classifier.score_workdir = str(tmp_path)
-    with pytest.raises(ValueError, match="was trained against the score model of step 20"):
-        entry.run(config, "eval", workdir)
+    for mode in ("eval", "sample", "train"):
+        with pytest.raises(ValueError, match="was trained against the score model of step 20"):
+            entry.run(config, mode, copy)
+    assert not os.path.exists(os.path.join(copy, "samples"))
 
 
 def test_a_classifier_of_another_objective_is_its_own_run(run, tmp_path):

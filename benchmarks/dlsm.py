@@ -12,12 +12,18 @@
   posterior score s + α ∇ log p(y | x, t) (:mod:`sgm_jax.guidance`), interleaved; the ratio is
   per sampling step, since both run the same steps. Target ≤ 1.5×.
 
+* Full CIFAR-10 size (``--flops``): XLA's FLOP count (``jit(...).lower(...).cost_analysis()``, no
+  compilation, no data) of the classifier steps and of one posterior-score evaluation of
+  ``configs/dlsm/cifar10_dlsm.py`` (NCSN++ deep and the conditional ResNet-18 at width 64, one
+  32×32 image), through the library's loss and guidance functions: the ratios the steps would
+  have where the arithmetic dominates (a GPU at full width), which the CPU cannot time.
+
 Setups: ``moons`` (``configs/dlsm/moons_*.py``: the official toy MLPs, batch 4,000) and
 ``digits`` (``configs/dlsm/digits_*.py``: NCSN++ at nf 16 and the conditional ResNet-18 of the
 digits demonstration, 16×16 images). Parameters are the networks' initial ones (the speed does
 not depend on training).
 
-    python benchmarks/dlsm.py [--setups moons digits] [--rounds 10] [--quick]
+    python benchmarks/dlsm.py [--setups moons digits] [--rounds 10] [--quick] [--flops]
                               [--out benchmarks/results/dlsm.json]
 """
 
@@ -35,7 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import (TrainStepRunner, compare, compare_runners,  # noqa: E402
                                format_table, write_json)
+from sgm_jax import classifier_loss, guidance, models  # noqa: E402
 from sgm_jax.classifier_experiment import build_classifier_experiment  # noqa: E402
+from sgm_jax.experiment import _sde, conditioning_fn  # noqa: E402
 
 SETUPS = ("moons", "digits")
 OBJECTIVES = {"ce": "base", "dlsm": "dlsm", "total": "dlsm"}  # objective: a guidance it allows
@@ -86,17 +94,69 @@ def sampling_table(setup: str, rounds: int, quick: bool) -> dict:
     return {"batch_size": batch, "steps": SAMPLING_STEPS, **result}
 
 
+def _flops(fn, *args) -> float:
+    analysis = jax.jit(fn).lower(*args).cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+
+
+def flops_table() -> dict:
+    """GFLOP per image of the CIFAR-10 DLSM steps (module docstring)."""
+    config = importlib.import_module("configs.dlsm.cifar10_dlsm").get_config()
+    sde = _sde(config)
+    score_net = models.network_from_config(config)
+    classifier = models.network_from_config(config, "classifier.model")
+    size, channels = config.data.image_size, config.data.num_channels
+    x = jnp.zeros((1, size, size, channels), jnp.float32)
+    t, y = jnp.full((1,), 0.5), jnp.zeros((1,), jnp.int32)
+    shapes = [jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
+              for net in (score_net, classifier)]
+    score_cond = conditioning_fn(config.model.condition, sde)
+    class_cond = conditioning_fn(config.classifier.model.condition, sde)
+
+    def score_model(p):
+        return models.make_score_fn(lambda q, u, s: score_net.apply(q, u, score_cond(s)), p,
+                                    config.model.parameterisation, sde.marginal_std)
+
+    def logits_model(q):
+        return lambda u, s: classifier.apply(q, u, class_cond(s))
+
+    def step(objective):
+        loss_fn = classifier_loss.get_classifier_loss_fn(sde, objective)
+        return lambda q, p: jax.grad(lambda r: loss_fn(logits_model(r), score_model(p), x, y,
+                                                       jax.random.PRNGKey(0))[0])(q)
+
+    steps = {objective: _flops(step(objective), shapes[1], shapes[0]) / 1e9
+             for objective in ("ce", "dlsm", "total")}
+    evals = {"unconditional": _flops(lambda p: score_model(p)(x, t), shapes[0]) / 1e9,
+             "conditional": _flops(lambda p, q: guidance.posterior_score_model(
+                 score_model(p), logits_model(q), y)(x, t), shapes[0], shapes[1]) / 1e9}
+    result = {"classifier_step_gflop": steps, "ratio_total_to_ce": steps["total"] / steps["ce"],
+              "score_eval_gflop": evals,
+              "ratio_conditional_to_unconditional": evals["conditional"] / evals["unconditional"]}
+    print("CIFAR-10 DLSM at full size, GFLOP per image (XLA cost analysis)")
+    for name, value in {**steps, **evals}.items():
+        print(f"  {name:14s} {value:9.2f}")
+    print(f"  total / ce = {result['ratio_total_to_ce']:.2f}; conditional / unconditional = "
+          f"{result['ratio_conditional_to_unconditional']:.3f}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="2 rounds, small batches")
+    parser.add_argument("--flops", action="store_true",
+                        help="also the FLOP counts of the full-size CIFAR-10 steps")
     parser.add_argument("--out", default="benchmarks/results/dlsm.json")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     results = {setup: {"classifier": classifier_table(setup, rounds, args.quick),
                        "sampling": sampling_table(setup, rounds, args.quick)}
                for setup in args.setups}
+    if args.flops:
+        results["cifar10_flops"] = flops_table()
     write_json(args.out, {"quick": args.quick, **results})
     print(f"wrote {args.out}")
 

@@ -17,6 +17,7 @@ donated aliases), and on a GPU also the device's peak bytes in use.
     python benchmarks/images.py                      # full network, batch 32 and 128 (a GPU)
     python benchmarks/images.py --batch 4 --mock-data          # full network on a CPU
     python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
+    python benchmarks/images.py ... --sections jitted     # only the steps-per-dispatch table
 
 ``--mock-data`` feeds tfds mock images (timing does not depend on the pixel values) when
 CIFAR-10 is not prepared on the machine.
@@ -66,6 +67,15 @@ def _peak_mb() -> float | None:
 
 
 def benchmark(args, batch: int, mesh) -> dict:
+    out = {}
+    if "qc" in args.sections:
+        out["qc"] = qc_table(args, batch, mesh)
+    if "jitted" in args.sections:
+        out["n_jitted_steps"] = jitted_table(args, batch, mesh)
+    return out
+
+
+def qc_table(args, batch: int, mesh) -> dict:
     runs, notes = {}, {}
     for name, (module, overrides) in VARIANTS.items():
         experiment = build_experiment(_config(module, args, batch, **overrides))
@@ -78,7 +88,10 @@ def benchmark(args, batch: int, mesh) -> dict:
     print(format_table(result, f"Train step, {CYCLE} steps per unit, batch {batch}, nf "
                                f"{args.nf}, {args.num_res_blocks} blocks, "
                                f"{jax.devices()[0].platform} × {jax.device_count()}", notes))
+    return result
 
+
+def jitted_table(args, batch: int, mesh) -> dict:
     experiment = build_experiment(_config("cifar10_u", args, batch, n_jitted_steps=JITTED))
     jitted = {f"U, {JITTED} dispatches": TrainStepRunner(experiment, mesh, calls=JITTED),
               f"U, n_jitted_steps {JITTED}": TrainStepRunner(experiment, mesh,
@@ -86,7 +99,7 @@ def benchmark(args, batch: int, mesh) -> dict:
     scan = compare_runners(jitted, f"U, {JITTED} dispatches", rounds=args.rounds, repeats=1,
                            warmup=1)
     print(format_table(scan, f"Several steps per dispatch (lax.scan), batch {batch}"))
-    return {"qc": result, "n_jitted_steps": scan}
+    return scan
 
 
 def main(argv=None) -> None:
@@ -95,6 +108,9 @@ def main(argv=None) -> None:
     parser.add_argument("--nf", type=int, default=128)
     parser.add_argument("--num-res-blocks", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sections", nargs="+", default=["qc", "jitted"],
+                        choices=["qc", "jitted"],
+                        help="U / C / QC and the cheaper QC schedules; several steps per dispatch")
     parser.add_argument("--mock-data", action="store_true",
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",

@@ -290,3 +290,9 @@ def test_toy_configs_load_and_validate(path):
     spec.loader.exec_module(module)
     experiment = build_experiment(module.get_config())
     assert experiment.training.n_iters > 0
+
+
+def test_the_scan_of_several_steps_is_unrolled_on_cpu_only():
+    """A rolled loop of train steps is an order of magnitude slower on XLA:CPU (BUILD.md)."""
+    assert train.scan_unroll("cpu") is True
+    assert train.scan_unroll("gpu") == 1 and train.scan_unroll("tpu") == 1

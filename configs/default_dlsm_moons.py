@@ -52,6 +52,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.classifier = classifier = ml_collections.ConfigDict()
     classifier.score_workdir = ""  # "" = the run's own workdir (stage 1 trains it there)
     classifier.score_checkpoint = -1
+    classifier.random_flip = False  # images only
     classifier.model = ml_collections.ConfigDict()
     classifier.model.name = "dlsm_toy_classifier"
     classifier.model.condition = "sigma"

@@ -43,11 +43,10 @@ from report import write_keeping_discussion  # noqa: E402
 from sgm_jax import plots  # noqa: E402
 from sgm_jax.data.images import load_split  # noqa: E402
 from sgm_jax.metrics import fid, kid, prdc  # noqa: E402
-from sgm_jax.metrics.feature_classifier import classifier_features, train_feature_classifier  # noqa: E402
+from sgm_jax.metrics.feature_classifier import (  # noqa: E402
+    FEATURE_SEED, FEATURE_STEPS, fit_feature_space)
 from sgm_jax.toy_eval import training_curves  # noqa: E402
 
-CLASSIFIER_SEED = 0
-CLASSIFIER_STEPS = 2000
 PRDC_K = 3
 KID_SUBSET = 100
 KID_SUBSETS = 100
@@ -131,7 +130,7 @@ def markdown(rows: dict[str, dict], command: str, figure: str, grids: dict[str, 
         f"computed on {num_samples} samples against the {num_test} test images **in the feature "
         "space of a small digits classifier trained by the library** "
         "(`sgm_jax.metrics.feature_classifier`, "
-        f"{CLASSIFIER_STEPS} steps, seed {CLASSIFIER_SEED}): they are not Inception FIDs and "
+        f"{FEATURE_STEPS} steps, seed {FEATURE_SEED}): they are not Inception FIDs and "
         "compare these runs with each other only. The \"data\" row is the training split against "
         "the test split: the value a perfect model would get with this many samples. bits/dim on "
         "the first 128 test images (one pass, uniform dequantisation, Hutchinson divergence), "
@@ -158,10 +157,8 @@ def main(argv=None) -> None:
 
     train_split = load_split("digits", "train", image_size=16)
     test_split = load_split("digits", "test", image_size=16)
-    key = jax.random.PRNGKey(CLASSIFIER_SEED)
-    module, params = train_feature_classifier(train_split.x, train_split.labels, 10, key,
-                                              steps=CLASSIFIER_STEPS)
-    features = classifier_features(module, params)
+    key = jax.random.PRNGKey(FEATURE_SEED)
+    features = fit_feature_space(train_split.x, train_split.labels, 10)
     accuracy = float(np.mean(np.argmax(features(test_split.x)[1], -1) == test_split.labels))
     print(f"feature classifier: test accuracy {accuracy:.4f}")
 

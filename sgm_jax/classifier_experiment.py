@@ -10,7 +10,8 @@ A DLSM config is a score-model config plus three sections (``configs/default_dls
 * ``classifier.model`` (name, condition, network fields), ``classifier.training`` (the schedule
   fields of ``training`` plus the objective: ``objective`` "ce" | "dlsm" | "total", ``ce_weight``,
   ``dlsm_weighting``, ``reduce_mean``, ``eps``; :mod:`sgm_jax.classifier_loss`),
-  ``classifier.optim`` (the fields of ``optim``), ``classifier.score_workdir`` (the run of the
+  ``classifier.optim`` (the fields of ``optim``), ``classifier.random_flip`` (the classifier's
+  own ``data.random_flip``; images only), ``classifier.score_workdir`` (the run of the
   frozen score model; "" means the classifier run's own workdir, where stage 1 trains it) and
   ``classifier.score_checkpoint`` (its step, −1 the latest);
 * ``guidance.method`` "base" | "scaling" | "dlsm" and ``guidance.scale`` α
@@ -235,7 +236,8 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
     # the score model's data set (the toy points are drawn from its "data" key), the
     # classifier's own batch order
     keys = {**classifier_keys(seed), "data": run_keys(seed)["data"]}
-    data = _data(config, keys, training.batch_size)
+    data = _data(config, keys, training.batch_size,
+                 random_flip=cf.boolean(config, "classifier.random_flip"))
     return ClassifierExperiment(
         name=f"{score.dataset} classifier ({objective}, {method} guidance α={scale:g})",
         config=config, seed=seed, score=score, data=data, network=network, condition=condition,

@@ -246,7 +246,10 @@ def _sde(config) -> sde_lib.SDE:
     return sde_lib.get_sde(name, **kwargs)
 
 
-def _data(config, keys: dict[str, Array], batch_size: int) -> data_lib.DataSource:
+def _data(config, keys: dict[str, Array], batch_size: int,
+          random_flip: bool | None = None) -> data_lib.DataSource:
+    """The data source of ``config.data`` with global batch ``batch_size``; ``random_flip``
+    replaces ``data.random_flip`` (images) when given."""
     dataset = cf.get(config, "data.dataset")
     if dataset in data_lib.TOY_DATASETS:
         num_points = cf.integer(config, "data.num_points", 1)
@@ -259,7 +262,7 @@ def _data(config, keys: dict[str, Array], batch_size: int) -> data_lib.DataSourc
     return data_lib.image_source(
         dataset, image_size=cf.integer(config, "data.image_size", 1), batch_size=batch_size,
         batch_key=keys["batches"], aug_key=keys["data"],
-        random_flip=cf.boolean(config, "data.random_flip"),
+        random_flip=cf.boolean(config, "data.random_flip") if random_flip is None else random_flip,
         uniform_dequantization=cf.boolean(config, "data.uniform_dequantization"),
         centered=cf.boolean(config, "data.centered"),
         num_channels=cf.integer(config, "data.num_channels", 1), data_dir=data_dir or None)

@@ -69,18 +69,20 @@ def to_uint8(experiment: Experiment, x) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _rgb(images: np.ndarray) -> np.ndarray:
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """uint8 images [N, H, W, C]: grey ones (C = 1) repeated over 3 channels, RGB ones as given."""
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
-def _host(x) -> np.ndarray:
+def host_array(x) -> np.ndarray:
     """A (possibly multi-process) global array as one host array on every process."""
     if jax.process_count() > 1:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
 
-def _check_batch(experiment: Experiment, mesh) -> int:
+def check_eval_batch(experiment: Experiment, mesh) -> int:
+    """``eval.batch_size``; ``ValueError`` unless it splits evenly over the devices of ``mesh``."""
     batch = experiment.evaluation.batch_size
     if batch % mesh.size:
         raise ValueError(f"eval.batch_size={batch} is not divisible by the number of devices "
@@ -88,22 +90,38 @@ def _check_batch(experiment: Experiment, mesh) -> int:
     return batch
 
 
-class BatchSampler:
-    """Sharded sampling of one global batch: ``(uint8 images [B, ...], nfe)`` from a key."""
+ScoreModelFactory = Callable[[Any, Array], Callable[[Array, Array], Array]]
 
-    def __init__(self, experiment: Experiment, params, batch: int, mesh):
-        self.experiment, self.params = experiment, params
+
+class BatchSampler:
+    """Sharded sampling of one global batch: ``(uint8 images [B, ...], nfe)`` from a key and,
+    for a conditional score, the batch's labels.
+
+    ``score_model(params, labels) -> score_model(x, t)`` builds the score the sampler follows
+    from the (replicated) ``params`` and the int32 labels [B] of the batch's rows (replicated;
+    row i of x is drawn for ``labels[i]``). The default is the experiment's unconditional score
+    model of ``params``, which ignores the labels (then ``labels`` may be omitted).
+    """
+
+    def __init__(self, experiment: Experiment, params, batch: int, mesh,
+                 score_model: ScoreModelFactory | None = None):
+        self.experiment, self.params, self.batch = experiment, params, batch
         shape = (batch, *experiment.event_shape)
+        build = score_model or (lambda p, _: experiment.score_model(p))
         repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
         self.prior = jax.jit(lambda k: experiment.sde.prior_sampling(k, shape), out_shardings=shard)
         self.run = jax.jit(
-            lambda p, k, x_T: experiment.sampler(experiment.score_model(p), shape, k, x_T),
-            in_shardings=(repl, repl, shard), out_shardings=(shard, repl))
+            lambda p, k, x_T, y: experiment.sampler(build(p, y), shape, k, x_T),
+            in_shardings=(repl, repl, shard, repl), out_shardings=(shard, repl))
 
-    def __call__(self, key: Array) -> tuple[np.ndarray, int]:
+    def __call__(self, key: Array, labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        labels = np.zeros(self.batch, np.int32) if labels is None else np.asarray(labels, np.int32)
+        if labels.shape != (self.batch,):
+            raise ValueError(f"labels must have shape [{self.batch}] (one per row of the batch); "
+                             f"got shape {labels.shape}.")
         x_T = self.prior(jax.random.fold_in(key, 0))
-        samples, nfe = self.run(self.params, jax.random.fold_in(key, 1), x_T)
-        return to_uint8(self.experiment, _host(samples)), int(nfe)
+        samples, nfe = self.run(self.params, jax.random.fold_in(key, 1), x_T, labels)
+        return to_uint8(self.experiment, host_array(samples)), int(nfe)
 
 
 # --------------------------------------------------------------------------- Inception features
@@ -122,14 +140,17 @@ def reference_statistics(experiment: Experiment, inception) -> dict[str, np.ndar
         print(f"computing the Inception statistics of the training split into {store.path(name)}")
 
     def compute():
-        pool, _ = inception(_rgb(experiment.data.points))
+        pool, _ = inception(to_rgb(experiment.data.points))
         mu, cov = feature_statistics(pool)
         return {"features": pool, "mu": mu, "cov": cov}
 
     return store.get(name, compute)
 
 
-def _inception_metrics(experiment: Experiment, pool, logits, reference, key) -> dict[str, Any]:
+def inception_metrics(experiment: Experiment, pool, logits, reference, key) -> dict[str, Any]:
+    """FID against ``reference`` ("mu", "cov"), IS of ``logits`` (``eval.is_splits``), KID and
+    PRDC (k = ``eval.prdc_k``) against ``reference["features"]``, the larger set truncated to the
+    smaller for PRDC; ``pool`` and ``reference`` may be the features of any one network."""
     e = experiment.evaluation
     mu, cov = feature_statistics(pool)
     is_mean, is_std = inception_score(logits, splits=e.is_splits)
@@ -146,7 +167,7 @@ def _samples(experiment: Experiment, params, store: ShardStore, key, mesh, incep
     """All sample batches (computed or loaded): uint8 images, NFE per batch, and the Inception
     pool features and logits when ``inception`` is given."""
     e = experiment.evaluation
-    batch = _check_batch(experiment, mesh)
+    batch = check_eval_batch(experiment, mesh)
     sampler = BatchSampler(experiment, params, batch, mesh)
     num_batches = math.ceil(e.num_samples / batch)
     progress = Progress("sampling", num_batches)
@@ -158,7 +179,7 @@ def _samples(experiment: Experiment, params, store: ShardStore, key, mesh, incep
             images, nfe = sampler(jax.random.fold_in(key, i))
             out = {"images": images, "nfe": np.asarray(nfe)}
             if inception is not None:
-                out["pool"], out["logits"] = inception(_rgb(images))
+                out["pool"], out["logits"] = inception(to_rgb(images))
             return out
 
         parts.append(store.get(f"samples_{i:05d}", compute))
@@ -201,7 +222,7 @@ def bpd_batch_fn(experiment: Experiment, mesh) -> Callable:
 
 def _bpd(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
     e, data = experiment.evaluation, experiment.data
-    batch = _check_batch(experiment, mesh)
+    batch = check_eval_batch(experiment, mesh)
     total, num_batches = _test_examples(experiment, e.bpd_num_examples, batch)
     run = bpd_batch_fn(experiment, mesh)
     progress = Progress("bits/dim", e.bpd_repeats * num_batches)
@@ -218,7 +239,7 @@ def _bpd(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[s
                 levels = np.asarray(data.inverse_scaler(rows["x"]), np.float32)  # n/255 in [0, 1]
                 bpd, nfe = run(params, parallel.shard_batch(levels, mesh), k)
                 valid = j * batch + np.arange(batch) < total
-                return {"bpd": _host(bpd)[valid], "nfe": np.asarray(nfe)}
+                return {"bpd": host_array(bpd)[valid], "nfe": np.asarray(nfe)}
 
             stored = store.get(name, compute)
             values.append(stored["bpd"])
@@ -239,7 +260,7 @@ def asym_levels(num_levels: int) -> np.ndarray:
 
 def _asym_over_time(experiment: Experiment, params, store: ShardStore, key, mesh) -> dict[str, Any]:
     e, data, sde = experiment.evaluation, experiment.data, experiment.sde
-    batch = _check_batch(experiment, mesh)
+    batch = check_eval_batch(experiment, mesh)
     total, num_batches = _test_examples(experiment, e.asym_num_examples, batch)
     repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
 
@@ -269,8 +290,8 @@ def _asym_over_time(experiment: Experiment, params, store: ShardStore, key, mesh
                 k = jax.random.fold_in(jax.random.fold_in(key, l), j)
                 out = run(params, parallel.shard_batch(rows["x"], mesh), jnp.float32(t), k)
                 valid = j * batch + np.arange(batch) < total
-                a.append(_host(out[0])[valid])
-                n.append(_host(out[1])[valid])
+                a.append(host_array(out[0])[valid])
+                n.append(host_array(out[1])[valid])
             return {"asym": np.concatenate(a), "nasym": np.concatenate(n)}
 
         stored = store.get(name, compute)
@@ -295,6 +316,7 @@ def _asym_over_time(experiment: Experiment, params, store: ShardStore, key, mesh
 def _settings(experiment: Experiment, inception_hash: str | None) -> dict[str, Any]:
     e = experiment.evaluation
     return {"sampler": experiment.sampler_method, "sampling": experiment.sampler_settings,
+            "sde_num_scales": experiment.sde.N,  # the PC sampler's steps
             "num_samples": e.num_samples, "batch_size": e.batch_size,
             "inception_weights_sha256": inception_hash,
             "bpd": {"repeats": e.bpd_repeats, "num_examples": e.bpd_num_examples,
@@ -345,7 +367,8 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
     results: dict[str, Any] = {"step": state_step}
     if e.enable_sampling:
         samples, nfes = _samples(experiment, params,
-                                 store("samples", "sampling", "inception_weights_sha256"),
+                                 store("samples", "sampling", "sde_num_scales",
+                                       "inception_weights_sha256"),
                                  k_samples, mesh, inception)
         results.update(nfe=float(nfes.mean()), nfe_std=float(nfes.std()), nfe_min=int(nfes.min()),
                        nfe_max=int(nfes.max()), nfe_per_batch=nfes.tolist())
@@ -355,7 +378,7 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
                 os.path.join(workdir, "figures", f"samples_ckpt_{state_step}.png"), grid)]
         if inception is not None:
             reference = reference_statistics(experiment, inception)
-            results.update(_inception_metrics(experiment, samples["pool"], samples["logits"],
+            results.update(inception_metrics(experiment, samples["pool"], samples["logits"],
                                               reference, k_kid))
     if e.enable_bpd:
         results.update(_bpd(experiment, params, store("bpd", "bpd"), k_bpd, mesh))

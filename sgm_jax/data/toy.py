@@ -170,6 +170,7 @@ def toy_source(
     data_key: Array,
     batch_key: Array,
     batch_size: int,
+    classes: tuple[int, ...] | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> DataSource:
@@ -179,10 +180,26 @@ def toy_source(
     The points are float32 and already in model space (no scaler, no augmentation). Its "test"
     split is the training set itself: the toy evaluation protocol takes its points from it.
     ``num_classes`` is 2 for "moons" and 0 for the unlabelled sets.
+
+    ``classes`` (labelled sets only) keeps the rows of the training set whose label is one of
+    them, in their order, with their labels: the training set of a score model of those classes
+    only (the DLSM poster's posterior-SM baseline, Fig. 1 (c), one score model per class). The
+    batch rule then runs over those rows; ``batch_size`` must be at most their number.
     """
     x, labels = make_toy_dataset(name, data_key, num_points, return_labels=True)
-    points = Split(np.asarray(x), np.asarray(labels))
+    x, labels = np.asarray(x), np.asarray(labels)
+    num_classes = TOY_NUM_CLASSES[name]
+    if classes is not None:
+        allowed = list(range(num_classes))
+        if (not num_classes or not isinstance(classes, (tuple, list)) or not classes
+                or any(isinstance(c, bool) or not isinstance(c, (int, np.integer))
+                       or c not in allowed for c in classes)):
+            raise ValueError(f"classes must be a non-empty tuple of labels of {name!r}, allowed: "
+                             f"{allowed if num_classes else 'none (unlabelled data set)'}; got "
+                             f"{classes!r}.")
+        keep = np.isin(labels, np.asarray(classes, labels.dtype))
+        x, labels = x[keep], labels[keep]
+    points = Split(x, labels)
     return DataSource(
         lambda split: points, batch_size=batch_size, batch_key=batch_key,
-        num_classes=TOY_NUM_CLASSES[name], process_index=process_index,
-        process_count=process_count)
+        num_classes=num_classes, process_index=process_index, process_count=process_count)

@@ -151,7 +151,7 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
 
     k_init, k_batches = jax.random.split(key)
-    params = network.init(k_init, x_train[:1], jnp.zeros((1,), dtype))
+    params = jax.jit(network.init)(k_init, x_train[:1], jnp.zeros((1,), dtype))
     out = jax.eval_shape(functools.partial(_logits, network), params, x_train[:2])
     if len(out.shape) != 2 or out.shape[0] != min(2, x_train.shape[0]):
         raise ValueError("network.apply(params, x, cond) must return logits of shape "

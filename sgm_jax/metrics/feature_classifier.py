@@ -29,6 +29,11 @@ from sgm_jax._validation import check_positive_int
 
 Array = jax.Array
 
+#: The settings of the library's digits feature space (``experiments/digits_demo.py`` and the
+#: conditional image evaluation without Inception, ``sgm_jax.conditional_image_eval``).
+FEATURE_SEED = 0
+FEATURE_STEPS = 2000
+
 
 class FeatureClassifier(nn.Module):
     """Images [B, H, W, C] in [0, 1] -> (features [B, feature_dim], logits [B, num_classes])."""
@@ -107,3 +112,15 @@ def classifier_features(module: FeatureClassifier, params: dict, batch_size: int
                      for j in range(2))
 
     return fn
+
+
+def fit_feature_space(images: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                      seed: int = FEATURE_SEED, steps: int = FEATURE_STEPS
+                      ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The feature space of a :class:`FeatureClassifier` trained on uint8 ``images`` and int
+    ``labels`` (:func:`train_feature_classifier`, key ``PRNGKey(seed)``, ``steps`` steps):
+    :func:`classifier_features` of the trained network, a deterministic function of the data,
+    ``seed`` and ``steps``."""
+    module, params = train_feature_classifier(images, labels, num_classes,
+                                              jax.random.PRNGKey(seed), steps=steps)
+    return classifier_features(module, params)

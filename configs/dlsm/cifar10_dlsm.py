@@ -1,0 +1,15 @@
+"""DLSM on CIFAR-10 (poster Table 1), "Ours": s + ∇ log p(y | x, t) with a ResNet-18 classifier
+trained by L_Total = L_DLSM + 1.0 · L_CE (official ``loss_type='total'``, ``coef`` 1,
+``weighting_dlsm`` = ``weighting_ce`` = 0); see configs/default_dlsm_cifar10.py for the mapping
+to the official settings."""
+
+from configs.default_dlsm_cifar10 import get_default_configs
+
+
+def get_config():
+    config = get_default_configs("cifar10")
+    config.classifier.training.objective = "total"
+    config.classifier.training.ce_weight = 1.0
+    config.guidance.method = "dlsm"
+    config.guidance.scale = 1.0
+    return config

@@ -5,10 +5,12 @@ Data: the 10,000 noise-free moons, centred and ×20 (two classes). Score model a
 raw σ ∈ [1e-3, 10] (VE SDE). Batch 4,000 and 40,000 iterations for both (official 40,001),
 Adam; the score model at lr 6.5e-4, the classifier at the lr of its objective (configs/dlsm/).
 
-Mapping to the official weightings:
-* score model: the library's DSM ½‖s + z/σ‖² with λ = σ² (score_sde). The official toy DSM is
-  σ⁴‖s + z/σ‖²/D (``weighting_dsm`` = 2, no ½, mean over the 2 dimensions): it weights small
-  noise levels less; both are minimised by the same score.
+Mapping to the official settings:
+* score model: the official network with s = f/σ_t (``scale_by_sigma``; the official network
+  outputs the score directly, which fails for σ ≲ 1, docs/results/dlsm_moons.md) and the
+  library's DSM ½‖s + z/σ‖² with λ = σ² (score_sde). The official toy DSM is σ⁴‖s + z/σ‖²/D
+  (``weighting_dsm`` = 2, no ½, mean over the 2 dimensions): it weights small noise levels
+  less; both are minimised by the same score.
 * classifier: the official DLSM term ½σ⁴‖g + s + z/σ‖²/D is ``dlsm_weighting = "sigma4"`` with
   ``reduce_mean = True``; the cross-entropy is unweighted in both; L_Total = L_DLSM + 0.125 L_CE
   (official ``coef``).
@@ -29,7 +31,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.data.num_points = 10000
 
     config.model.name = "dlsm_toy_score"
-    config.model.parameterisation = "direct"  # the network's output is the score (official)
+    # s = f/σ_t (the official network's output is the score itself, "direct": it cannot produce the
+    # 1/σ-sized scores of σ ≪ 1, and the sampler, which ends at σ_min, then cannot reach the data)
+    config.model.parameterisation = "scale_by_sigma"
     config.model.condition = "sigma"
     del config.model["output_activation"]
 

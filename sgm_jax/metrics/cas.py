@@ -60,34 +60,34 @@ def _logits(network: nn.Module, params, x: Array) -> Array:
     return network.apply(params, x, jnp.zeros(x.shape[:1], x.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("network", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("network", "batch_size"), donate_argnums=(2, 3))
+def _step(network: nn.Module, batch_size: int, params, opt_state, x_all: Array, y_all: Array,
+          key: Array, lr: Array):
+    """One Adam step with constant ``lr`` on the mean cross-entropy of a random minibatch."""
+    rows = jax.random.randint(key, (batch_size,), 0, x_all.shape[0])
+
+    def loss(params):
+        logits = _logits(network, params, x_all[rows])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_all[rows]))
+
+    updates, opt_state = optax.adam(lr).update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def _fit(network: nn.Module, batch_size: int, params, x_all: Array, y_all: Array, keys: Array,
          lr: Array):
-    """Adam with constant ``lr`` on the mean cross-entropy of random minibatches, one per key."""
-    optimizer = optax.adam(lr)
-
-    def step(carry, key):
-        params, opt_state = carry
-        rows = jax.random.randint(key, (batch_size,), 0, x_all.shape[0])
-
-        def loss(params):
-            logits = _logits(network, params, x_all[rows])
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_all[rows]))
-
-        updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-    return jax.lax.scan(step, (params, optimizer.init(params)), keys)[0][0]
+    """Adam with constant ``lr``, one minibatch per key, one dispatch per step: a network inside
+    a ``lax.scan`` body runs an order of magnitude slower on XLA:CPU (BUILD.md)."""
+    opt_state = optax.adam(lr).init(params)
+    for key in keys:
+        params, opt_state = _step(network, batch_size, params, opt_state, x_all, y_all, key, lr)
+    return params
 
 
 @functools.partial(jax.jit, static_argnames=("network",))
-def _num_correct(network: nn.Module, params, batches: Array, labels: Array) -> Array:
-    """Correct top-1 predictions over [num_batches, batch, *event]; padded rows have label −1."""
-    def one(batch):
-        x, y = batch
-        return jnp.sum(jnp.argmax(_logits(network, params, x), axis=-1) == y)
-
-    return jnp.sum(jax.lax.map(one, (batches, labels)))
+def _batch_correct(network: nn.Module, params, x: Array, y: Array) -> Array:
+    """Correct top-1 predictions of one batch; padded rows have label −1."""
+    return jnp.sum(jnp.argmax(_logits(network, params, x), axis=-1) == y)
 
 
 def _accuracy(network: nn.Module, params, x: Array, y: Array, batch_size: int) -> float:
@@ -98,9 +98,9 @@ def _accuracy(network: nn.Module, params, x: Array, y: Array, batch_size: int) -
     pad = num * batch_size - n
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     y = jnp.pad(y, (0, pad), constant_values=-1)
-    correct = _num_correct(network, params, x.reshape(num, batch_size, *x.shape[1:]),
-                           y.reshape(num, batch_size))
-    return int(correct) / n
+    correct = sum(int(_batch_correct(network, params, x[i * batch_size:(i + 1) * batch_size],
+                                     y[i * batch_size:(i + 1) * batch_size])) for i in range(num))
+    return correct / n
 
 
 def cas(network: nn.Module, train_images, train_labels, test_images, test_labels, *, key: Array,
@@ -112,8 +112,8 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
     unconditional (e.g. a classifier built with ``conditional=False``, which ignores ``cond``),
     and examples must not interact (no batch statistics). Its parameters are initialised from
     ``key`` and trained by cross-entropy with Adam (constant ``lr``) for ``steps`` steps on
-    minibatches of ``batch_size`` pairs drawn uniformly with replacement, in one jitted
-    ``lax.scan``; the result is a deterministic function of the inputs and ``key``.
+    minibatches of ``batch_size`` pairs drawn uniformly with replacement, one jitted step per
+    minibatch; the result is a deterministic function of the inputs and ``key``.
 
     Args:
       network: the classifier, the same module for every method compared.

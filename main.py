@@ -36,37 +36,25 @@ def run(config, mode: str, workdir: str):
     returns what the mode's function returns."""
     if mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}; got {mode!r}.")
-    from sgm_jax import config_fields, evaluate, train
+    from sgm_jax import config_fields, dlsm, evaluate, train
+    from sgm_jax.classifier_experiment import build_classifier_experiment
     from sgm_jax.experiment import build_experiment
 
-    experiment = build_experiment(config)
-    if config_fields.has(config, "classifier"):
-        return _run_dlsm(config, experiment, mode, workdir)
+    score_experiment = build_experiment(config)
+    if mode == "stats":
+        return evaluate.statistics(score_experiment)
+    if config_fields.has(config, "classifier"):  # DLSM: score model, then classifier (sgm_jax.dlsm)
+        experiment = build_classifier_experiment(config, score_experiment)
+        fit, assess, draw = dlsm.train_pipeline, dlsm.evaluate, dlsm.sample
+    else:
+        experiment = score_experiment
+        fit, assess, draw = train.train, evaluate.evaluate, evaluate.sample
     if mode == "train":
-        train.train(experiment, workdir)
-        return evaluate.evaluate(experiment, workdir)
+        fit(experiment, workdir)
+        return assess(experiment, workdir)
     if mode == "eval":
-        return evaluate.evaluate(experiment, workdir)
-    if mode == "sample":
-        return evaluate.sample(experiment, workdir)
-    return evaluate.statistics(experiment)
-
-
-def _run_dlsm(config, score_experiment, mode: str, workdir: str):
-    """``mode`` of a DLSM config (a ``classifier`` section): ``sgm_jax.dlsm``'s two-stage
-    training, then its conditional evaluation and sampling."""
-    from sgm_jax import dlsm, evaluate
-    from sgm_jax.classifier_experiment import build_classifier_experiment
-
-    experiment = build_classifier_experiment(config, score_experiment)
-    if mode == "train":
-        dlsm.train_pipeline(experiment, workdir)
-        return dlsm.evaluate(experiment, workdir)
-    if mode == "eval":
-        return dlsm.evaluate(experiment, workdir)
-    if mode == "sample":
-        return dlsm.sample(experiment, workdir)
-    return evaluate.statistics(score_experiment)
+        return assess(experiment, workdir)
+    return draw(experiment, workdir)
 
 
 def main(argv):

@@ -96,8 +96,10 @@ class ToyScoreNet(nn.Module):
     """The dlsm-toy noise-conditional score model (official_code_facts §2a): the trunk of
     :class:`ToyClassifier` with an output Linear(5nf, D).
 
-    The output is the score itself (the official model does not divide by σ), so it pairs with
-    the ``"direct"`` parameterisation. For D = 2 it has 44,818 parameters.
+    The official model uses the output as the score itself (the ``"direct"`` parameterisation);
+    the library's moons configs divide it by σ_t (``"scale_by_sigma"``), since the direct output
+    never learns the 1/σ-sized scores of σ ≲ 1 (docs/results/dlsm_moons.md). For D = 2 it has
+    44,818 parameters.
 
     Call: ``x`` ``[B, *event]``, ``cond`` ``[B]`` or a scalar: the raw σ_t. Returns the score
     ``[B, *event]``.

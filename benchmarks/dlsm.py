@@ -40,7 +40,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import (TrainStepRunner, compare, compare_runners,  # noqa: E402
-                               format_table, write_json)
+                               format_table, gflops, write_json)
 from sgm_jax import classifier_loss, guidance, models  # noqa: E402
 from sgm_jax.classifier_experiment import build_classifier_experiment  # noqa: E402
 from sgm_jax.experiment import _sde, conditioning_fn  # noqa: E402
@@ -94,10 +94,8 @@ def sampling_table(setup: str, rounds: int, quick: bool) -> dict:
     return {"batch_size": batch, "steps": SAMPLING_STEPS, **result}
 
 
-def _flops(fn, *args) -> float:
-    analysis = jax.jit(fn).lower(*args).cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis["flops"])
+def _gflops(fn, *args) -> float:
+    return gflops(jax.jit(fn).lower(*args))
 
 
 def flops_table() -> dict:
@@ -126,11 +124,11 @@ def flops_table() -> dict:
         return lambda q, p: jax.grad(lambda r: loss_fn(logits_model(r), score_model(p), x, y,
                                                        jax.random.PRNGKey(0))[0])(q)
 
-    steps = {objective: _flops(step(objective), shapes[1], shapes[0]) / 1e9
+    steps = {objective: _gflops(step(objective), shapes[1], shapes[0])
              for objective in ("ce", "dlsm", "total")}
-    evals = {"unconditional": _flops(lambda p: score_model(p)(x, t), shapes[0]) / 1e9,
-             "conditional": _flops(lambda p, q: guidance.posterior_score_model(
-                 score_model(p), logits_model(q), y)(x, t), shapes[0], shapes[1]) / 1e9}
+    evals = {"unconditional": _gflops(lambda p: score_model(p)(x, t), shapes[0]),
+             "conditional": _gflops(lambda p, q: guidance.posterior_score_model(
+                 score_model(p), logits_model(q), y)(x, t), shapes[0], shapes[1])}
     result = {"classifier_step_gflop": steps, "ratio_total_to_ce": steps["total"] / steps["ce"],
               "score_eval_gflop": evals,
               "ratio_conditional_to_unconditional": evals["conditional"] / evals["unconditional"]}

@@ -12,12 +12,17 @@ donated aliases), and on a GPU also the device's peak bytes in use.
 * QC on a quarter of each device's examples (``training.qc_fraction = 0.25``) and lazy QC
   (``training.qc_every = 4``): each timed unit is 4 consecutive steps (one cycle of the lazy
   schedule) for every variant, so the ratio is the amortised one;
-* ``n_jitted_steps``: U with 5 steps in one dispatch against 5 dispatches of one step.
+* ``n_jitted_steps``: U with 5 steps in one dispatch against 5 dispatches of one step;
+* ``flops``: XLA's FLOP count per train step of every variant above (the lowered programs,
+  nothing compiled or run: about half a minute per variant at full width on a CPU, at any
+  batch), and its ratio to U: what the time ratios would be where the step is bound by
+  arithmetic.
 
     python benchmarks/images.py                      # full network, batch 32 and 128 (a GPU)
     python benchmarks/images.py --batch 4 --mock-data          # full network on a CPU
     python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
     python benchmarks/images.py ... --sections jitted     # only the steps-per-dispatch table
+    python benchmarks/images.py --mock-data --sections flops   # FLOPs at full width, any machine
 
 ``--mock-data`` feeds tfds mock images (timing does not depend on the pixel values) when
 CIFAR-10 is not prepared on the machine.
@@ -35,7 +40,8 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.timing import TrainStepRunner, compare_runners, format_table, write_json  # noqa: E402
+from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  # noqa: E402
+                               train_step_gflops, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 
@@ -72,6 +78,8 @@ def benchmark(args, batch: int, mesh) -> dict:
         out["qc"] = qc_table(args, batch, mesh)
     if "jitted" in args.sections:
         out["n_jitted_steps"] = jitted_table(args, batch, mesh)
+    if "flops" in args.sections:
+        out["flops"] = flops_table(args, batch, mesh)
     return out
 
 
@@ -91,6 +99,17 @@ def qc_table(args, batch: int, mesh) -> dict:
     return result
 
 
+def flops_table(args, batch: int, mesh) -> dict:
+    gflop = {name: train_step_gflops(build_experiment(_config(module, args, batch, **overrides)),
+                                     mesh, steps=CYCLE)
+             for name, (module, overrides) in VARIANTS.items()}
+    print(f"XLA FLOPs per train step (amortised over {CYCLE} steps), batch {batch}, nf {args.nf}, "
+          f"{args.num_res_blocks} blocks")
+    for name, value in gflop.items():
+        print(f"  {name:22s} {value:12.1f} GFLOP  {value / gflop['U']:5.2f} × U")
+    return {"gflop_per_step": gflop, "ratio_to_u": {k: v / gflop["U"] for k, v in gflop.items()}}
+
+
 def jitted_table(args, batch: int, mesh) -> dict:
     experiment = build_experiment(_config("cifar10_u", args, batch, n_jitted_steps=JITTED))
     jitted = {f"U, {JITTED} dispatches": TrainStepRunner(experiment, mesh, calls=JITTED),
@@ -108,9 +127,10 @@ def main(argv=None) -> None:
     parser.add_argument("--nf", type=int, default=128)
     parser.add_argument("--num-res-blocks", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sections", nargs="+", default=["qc", "jitted"],
-                        choices=["qc", "jitted"],
-                        help="U / C / QC and the cheaper QC schedules; several steps per dispatch")
+    parser.add_argument("--sections", nargs="+", default=["qc", "jitted", "flops"],
+                        choices=["qc", "jitted", "flops"],
+                        help="U / C / QC and the cheaper QC schedules; several steps per "
+                             "dispatch; FLOP counts")
     parser.add_argument("--mock-data", action="store_true",
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",

@@ -27,7 +27,13 @@ Tables:
   (``training.qc_fraction = 0.25``) and lazy QC (``training.qc_every = 4``: the QC term with
   weight × 4 on one step of four). Each timed call is 4 consecutive steps (one cycle of the
   lazy schedule) for every row, so the ratio of the lazy row is the amortised one; ``ms/step``
-  is the call's time / 4.
+  is the call's time / 4. On the conv set-up also a hand-written reference
+  (:func:`reference_qc_loss`): the same experiment whose loss is only DSM + λσ²(‖Jᵀv‖² −
+  (Jᵀv)·(Jv)), from one ``jax.linearize`` and its ``jax.linear_transpose``, so that any cost of
+  the library's loss beyond the arithmetic shows as a gap between the two rows.
+
+Every row also gives XLA's FLOP count per step against DSM's (``FLOP ×``): where the time ratio
+is close to it, the step runs at the speed its arithmetic allows.
 
     python benchmarks/losses.py [--quick] [--setups conv toy] [--tables objectives qc]
                                 [--rounds N] [--out benchmarks/results/losses.json]
@@ -39,10 +45,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +65,7 @@ from sgm_jax.experiment import build_experiment  # noqa: E402
 SETUPS = ("conv", "toy")
 TABLES = ("objectives", "qc")
 QC_CYCLE = 4  # steps per timed call of the qc table: one cycle of qc_every = 4
+REFERENCE_ROW = "dsm + qc, hand-written"
 QC_WEIGHT = {"conv": 1e-4, "toy": 0.05}  # QCSGM's CIFAR-10 λ; the toy configs' (official λ 0.1)
 OBJECTIVES = {  # row: training overrides
     "dsm": {},
@@ -82,6 +92,32 @@ def qc_rows(setup: str) -> dict[str, dict]:
         "dsm + qc, qc_fraction 0.25": {"qc_weight": weight, "qc_fraction": 0.25},
         "dsm + qc, qc_every 4": {"qc_weight": weight, "qc_every": QC_CYCLE},
     }
+
+
+def reference_qc_loss(experiment, qc_weight: float):
+    """DSM + ``qc_weight``·σ²(‖Jᵀv‖² − (Jᵀv)·(Jv)) written out for the conv set-up (VE, σ² weighting,
+    s = f/σ): t, z and one Rademacher probe v per example, one ``jax.linearize`` of the score at
+    x̃ for s and Jv, its transpose for Jᵀv; no parameterisation checks, aux terms or probe axis.
+    A loss of ``get_sde_loss_fn``'s signature, timed as the library's fused QC step's reference."""
+    sde = experiment.sde
+
+    def loss_fn(score_model, x0, key):
+        kt, kz, kv = jax.random.split(key, 3)
+        t = jax.random.uniform(kt, (x0.shape[0],), x0.dtype, 1e-5, sde.T)
+        mean, std = sde.marginal_prob(x0, t)
+        sigma = std.reshape((-1,) + (1,) * (x0.ndim - 1))
+        z = jax.random.normal(kz, x0.shape, x0.dtype)
+        x = mean + sigma * z
+        s, jvp_fn = jax.linearize(lambda y: score_model(y, t), x)
+        v = jax.random.rademacher(kv, x.shape, x.dtype)
+        jv, jtv = jvp_fn(v), jax.linear_transpose(jvp_fn, x)(v)[0]
+        axes = tuple(range(1, x0.ndim))
+        objective = jnp.mean(0.5 * jnp.sum((sigma * s + z) ** 2, axis=axes))
+        qc = jnp.mean(std**2 * jnp.sum(jtv * (jtv - jv), axis=axes))
+        loss = objective + qc_weight * qc
+        return loss, {"loss": loss, "objective": objective, "qc": qc}
+
+    return loss_fn
 
 
 def conv_config(batch: int, nf: int) -> ml_collections.ConfigDict:
@@ -149,8 +185,14 @@ def objective_table(setup: str, quick: bool, rounds: int, repeats: int) -> dict:
 
 
 def qc_table(setup: str, quick: bool, rounds: int, repeats: int) -> dict:
-    result = compare_runners(runners(setup, qc_rows(setup), quick, calls=QC_CYCLE), "dsm",
-                             rounds=rounds, repeats=repeats, warmup=1)
+    built = runners(setup, qc_rows(setup), quick, calls=QC_CYCLE)
+    if setup == "conv":
+        config = base_config(setup, quick)
+        with _data_context(setup, config):
+            dsm = build_experiment(config)
+        reference = dataclasses.replace(dsm, qc_loss_fn=reference_qc_loss(dsm, QC_WEIGHT[setup]))
+        built[REFERENCE_ROW] = TrainStepRunner(reference, calls=QC_CYCLE)
+    result = compare_runners(built, "dsm", rounds=rounds, repeats=repeats, warmup=1)
     notes = {name: f"{row['ms_per_step']:.1f} ms/step" for name, row in result["steps"].items()}
     title = _title(setup, quick, f"QC schedules, {QC_CYCLE} steps per timed call, "
                                  f"QC weight {QC_WEIGHT[setup]:g}")

@@ -71,8 +71,10 @@ class TrainStepRunner:
     Attributes: ``steps`` (train steps per call of the runner, ``steps_per_call * calls``),
     ``compile_seconds`` (all programs), ``memory_mb`` (the largest XLA buffer assignment of a
     program: arguments + outputs + temporaries − donated aliases; None where the backend gives
-    no analysis) and ``state`` (the current ``TrainState``). Calling the runner returns the
-    metrics of its last dispatch.
+    no analysis), ``gflop_per_step`` (XLA's FLOP count of the programs one call of the runner
+    dispatches from step 0, per train step: with lazy QC and ``calls`` = ``qc_every`` the
+    amortised count; None where the backend gives no analysis) and ``state`` (the current
+    ``TrainState``). Calling the runner returns the metrics of its last dispatch.
     """
 
     def __init__(self, experiment: Experiment | ClassifierExperiment, mesh: Mesh | None = None, *,
@@ -101,6 +103,9 @@ class TrainStepRunner:
                  - m.alias_size_in_bytes for m in
                  (c.memory_analysis() for c in self.compiled.values()) if m is not None]
         self.memory_mb = max(sizes) / 2**20 if sizes else None
+        counts = [gflops(self.compiled[id(self.train_step.program(step))])
+                  for step in range(0, self.steps, steps_per_call)]
+        self.gflop_per_step = None if None in counts else sum(counts) / self.steps
 
     def __call__(self) -> dict:
         for _ in range(self.calls):
@@ -108,6 +113,36 @@ class TrainStepRunner:
             self.state, metrics = program(self.state, self.batch, self.frozen)
             self.step += self.steps_per_call
         return metrics
+
+
+def gflops(program: Any) -> float | None:
+    """XLA's FLOP count of a lowered or compiled program (``jit(f).lower(...)`` or its
+    ``.compile()``), in GFLOP; None where the backend gives no cost analysis."""
+    analysis = program.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # one entry per device program in older JAX
+        analysis = analysis[0] if analysis else None
+    if not analysis or "flops" not in analysis:
+        return None
+    return float(analysis["flops"]) / 1e9
+
+
+def train_step_gflops(experiment: Experiment | ClassifierExperiment, mesh: Mesh | None = None, *,
+                      steps: int = 1, frozen: Any = None) -> float | None:
+    """XLA's FLOP count per optimisation step of the library's train step of ``experiment``
+    (one step per dispatch), averaged over ``steps`` consecutive steps from step 0 (a multiple of
+    ``qc_every`` gives the amortised count of lazy QC). The programs are only lowered, on the
+    shapes of the state and of the data source's first batch: nothing is compiled or run (XLA
+    counts the program before its optimisation passes), so the cost is that of tracing."""
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    train_step = TrainStep(experiment, mesh, 1)
+    state = jax.eval_shape(lambda: init_state(experiment))
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+                         experiment.data.train_batch(0))
+    frozen = None if frozen is None else jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), frozen)
+    counts = {id(p): gflops(p.lower(state, batch, frozen)) for p in train_step.programs}
+    per_step = [counts[id(train_step.program(step))] for step in range(steps)]
+    return None if None in per_step else sum(per_step) / steps
 
 
 def _run_once(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -179,19 +214,24 @@ def compare(steps: Mapping[str, Callable[[], Any]], baseline: str, *, rounds: in
 def compare_runners(runners: Mapping[str, TrainStepRunner], baseline: str, **kwargs: Any) -> dict:
     """:func:`compare` of :class:`TrainStepRunner` objects (``kwargs``: its ``rounds``,
     ``repeats``, ``warmup``), each row completed with the runner's ``steps`` per timed call,
-    ``ms_per_step`` (``median_ms / steps``), ``compile_s`` and ``memory_mb``."""
+    ``ms_per_step`` (``median_ms / steps``), ``compile_s``, ``memory_mb``, ``gflop_per_step``
+    and ``flop_ratio`` (its ``gflop_per_step`` over the baseline's; None without a FLOP count):
+    a time ratio near the FLOP ratio says that the step runs at the speed its arithmetic allows."""
     result = compare(runners, baseline, **kwargs)
+    base_flops = runners[baseline].gflop_per_step
     for name, runner in runners.items():
+        flops = runner.gflop_per_step
         result["steps"][name].update(
             steps=runner.steps, ms_per_step=result["steps"][name]["median_ms"] / runner.steps,
-            compile_s=runner.compile_seconds, memory_mb=runner.memory_mb)
+            compile_s=runner.compile_seconds, memory_mb=runner.memory_mb, gflop_per_step=flops,
+            flop_ratio=flops / base_flops if flops and base_flops else None)
     return result
 
 
 def format_table(result: dict, title: str, notes: Mapping[str, str] | None = None) -> str:
     """A plain-text table of :func:`compare`'s result: step, median wall ms, × baseline (median of
-    the per-round ratios) and its range, then the same for the CPU time; ``notes`` adds a last
-    column per step."""
+    the per-round ratios) and its range, then the same for the CPU time, and the FLOP ratio where
+    :func:`compare_runners` gives one; ``notes`` adds a last column per step."""
     notes = notes or {}
     base = result["baseline"]
     lines = [
@@ -200,7 +240,7 @@ def format_table(result: dict, title: str, notes: Mapping[str, str] | None = Non
         f"1-min load average {result['load_average_before'][0]:.2f} before, "
         f"{result['load_average_after'][0]:.2f} after)",
         f"{'step':26s} {'wall ms':>10s} {'× ' + base:>9s} {'range':>11s}   "
-        f"{'CPU ms':>10s} {'× ' + base:>9s} {'range':>11s}  note",
+        f"{'CPU ms':>10s} {'× ' + base:>9s} {'range':>11s}  {'FLOP ×':>6s}  note",
     ]
     for name, row in result["steps"].items():
         cells = []
@@ -208,7 +248,9 @@ def format_table(result: dict, title: str, notes: Mapping[str, str] | None = Non
             span = f"{row[prefix + 'ratio_min']:.2f}–{row[prefix + 'ratio_max']:.2f}"
             cells.append(f"{row[prefix + 'median_ms']:10.1f} {row[prefix + 'ratio_median']:9.2f} "
                          f"{span:>11s}")
-        lines.append(f"{name:26s} {cells[0]}   {cells[1]}  {notes.get(name, '')}")
+        flop_ratio = row.get("flop_ratio")
+        flop_cell = f"{flop_ratio:6.2f}" if flop_ratio is not None else f"{'—':>6s}"
+        lines.append(f"{name:26s} {cells[0]}   {cells[1]}  {flop_cell}  {notes.get(name, '')}")
     return "\n".join(lines)
 
 

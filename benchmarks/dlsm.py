@@ -43,7 +43,7 @@ from benchmarks.timing import (TrainStepRunner, compare, compare_runners,  # noq
                                format_table, gflops, write_json)
 from sgm_jax import classifier_loss, guidance, models  # noqa: E402
 from sgm_jax.classifier_experiment import build_classifier_experiment  # noqa: E402
-from sgm_jax.experiment import _sde, conditioning_fn  # noqa: E402
+from sgm_jax.experiment import conditioning_fn, sde_from_config  # noqa: E402
 
 SETUPS = ("moons", "digits")
 OBJECTIVES = {"ce": "base", "dlsm": "dlsm", "total": "dlsm"}  # objective: a guidance it allows
@@ -101,7 +101,7 @@ def _gflops(fn, *args) -> float:
 def flops_table() -> dict:
     """GFLOP per image of the CIFAR-10 DLSM steps (module docstring)."""
     config = importlib.import_module("configs.dlsm.cifar10_dlsm").get_config()
-    sde = _sde(config)
+    sde = sde_from_config(config)
     score_net = models.network_from_config(config)
     classifier = models.network_from_config(config, "classifier.model")
     size, channels = config.data.image_size, config.data.num_channels

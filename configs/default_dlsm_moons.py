@@ -21,6 +21,7 @@ predictor step; BUILD.md).
 
 import ml_collections
 
+from configs.default_dlsm_cifar10 import add_dlsm_sections
 from configs.default_toy import get_default_configs as toy_defaults
 
 
@@ -53,48 +54,26 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config.sampling.method = "pc"
     config.sampling.num_samples = 2000
 
-    config.classifier = classifier = ml_collections.ConfigDict()
-    classifier.score_workdir = ""  # "" = the run's own workdir (stage 1 trains it there)
-    classifier.score_checkpoint = -1
-    classifier.random_flip = False  # images only
-    classifier.model = ml_collections.ConfigDict()
-    classifier.model.name = "dlsm_toy_classifier"
-    classifier.model.condition = "sigma"
-    classifier.model.num_classes = 2
-    classifier.training = ct = ml_collections.ConfigDict()
-    ct.objective = "total"  # "ce", "dlsm", "total"
+    # the classifier, guidance and conditional-evaluation fields of the CIFAR settings, then
+    # the official toy values
+    add_dlsm_sections(config, num_classes=2, depth=18, warmup=0, samples_per_class=10000)
+    config.classifier.model = ml_collections.ConfigDict(dict(
+        name="dlsm_toy_classifier", condition="sigma", num_classes=2))
+    ct = config.classifier.training
     ct.ce_weight = 0.125  # λ of L_Total = L_DLSM + λ L_CE (official coef)
     ct.dlsm_weighting = "sigma4"  # official weighting_dlsm = 2
-    ct.reduce_mean = True  # the official mean over dimensions
-    ct.eps = 1e-5
     ct.batch_size = 4000
     ct.n_iters = 40000
     ct.n_jitted_steps = 1
     ct.log_freq = 1000
     ct.eval_freq = 0
     ct.snapshot_freq = 10000
-    ct.keep_checkpoints = 2
     ct.keep_every = 0
-    ct.snapshot_sampling = False
-    ct.snapshot_num_samples = 1
-    ct.init_from = ""
-    ct.init_step = -1
-    classifier.optim = co = ml_collections.ConfigDict()
+    co = config.classifier.optim
     co.lr = 1e-5
-    co.beta1 = 0.9
-    co.beta2 = 0.999
-    co.eps = 1e-8
-    co.weight_decay = 0.0
-    co.warmup = 0
     co.grad_clip = 0.0
-    co.ema_rate = 0.0
-
-    config.guidance = ml_collections.ConfigDict()
-    config.guidance.method = "dlsm"  # "base", "scaling", "dlsm"
-    config.guidance.scale = 1.0  # α of s + α ∇ log p(y | x, t)
 
     evaluation = config.eval
-    evaluation.samples_per_class = 10000
     evaluation.batch_size = 10000
     evaluation.prdc_k = 5
     evaluation.grid_size = 35  # the official 35 × 35 grid ...

@@ -76,6 +76,21 @@ def check_labels(name: str, y: Array, x: Array) -> None:
             f"got shape {jnp.shape(y)} and dtype {jnp.result_type(y)}.")
 
 
+def check_class_labels(name: str, labels, num_points: int, num_classes: int,
+                       bound: str = "num_classes") -> np.ndarray:
+    """``labels`` as a numpy array, checked to hold one integer class label in [0,
+    ``num_classes``) per example of a set of ``num_points``; ``bound`` names where the number
+    of classes comes from in the message."""
+    labels = np.asarray(labels)
+    if labels.shape != (num_points,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels of shape [{num_points}] (one per "
+                         f"example); got shape {labels.shape} and dtype {labels.dtype}.")
+    if num_points and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise ValueError(f"{name} must lie in [0, {num_classes}) ({bound}); got values in "
+                         f"[{labels.min()}, {labels.max()}].")
+    return labels
+
+
 def check_logits(logits: Array, x: Array) -> None:
     batch = jnp.shape(x)[0]
     if jnp.ndim(logits) != 2 or jnp.shape(logits)[0] != batch:

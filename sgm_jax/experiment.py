@@ -223,7 +223,9 @@ def run_keys(seed: int) -> dict[str, Array]:
 # --------------------------------------------------------------------------- reading the config
 
 
-def _sde(config) -> sde_lib.SDE:
+def sde_from_config(config) -> sde_lib.SDE:
+    """The SDE of ``config.sde`` (``name``: vesde with ``sigma_min`` < ``sigma_max``, or vpsde /
+    subvpsde with ``beta_min`` < ``beta_max``; ``num_scales``), validated field by field."""
     name = cf.get(config, "sde.name")
     if not isinstance(name, str) or name.lower() not in sde_lib.SDE_NAMES:
         raise ValueError(f"sde.name must be one of {sde_lib.SDE_NAMES}; got {name!r}.")
@@ -445,7 +447,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     dataset = cf.choice(config, "data.dataset",
                         tuple(data_lib.TOY_DATASETS) + tuple(data_lib.IMAGE_DATASETS))
     is_toy = dataset in data_lib.TOY_DATASETS
-    sde = _sde(config)
+    sde = sde_from_config(config)
     network = _network(config)
     optimizer = _optimizer(config)
     ema_rate = cf.number(config, "optim.ema_rate", low=0, high=1)

@@ -96,7 +96,7 @@ def test_any_event_shape(data):
     (dict(test_images=np.full((8, 2), np.nan, np.float32)), "test_images must hold only finite"),
     (dict(train_images=np.zeros((8,), np.float32)), r"train_images must have shape \[N, \*event\]"),
     (dict(train_labels=np.full(8, 2, np.int32)),
-     r"train_labels must lie in \[0, 2\), the network's 2 logits; got values in \[2, 2\]"),
+     r"train_labels must lie in \[0, 2\) \(the network's 2 logits\); got values in \[2, 2\]"),
     (dict(test_labels=np.zeros(8, np.float32)), "test_labels must hold integer class labels"),
     (dict(test_labels=np.zeros(7, np.int32)),
      r"test_labels must hold integer class labels of shape \[8\]"),

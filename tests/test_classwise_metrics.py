@@ -94,7 +94,7 @@ def test_too_few_examples_in_a_class():
 
 @pytest.mark.parametrize("labels_fn,match", [
     (lambda y: y + 1,
-     r"real_labels must lie in \[0, num_classes\) = \[0, 3\); got values in \[1, 3\]"),
+     r"real_labels must lie in \[0, 3\) \(num_classes = 3\); got values in \[1, 3\]"),
     (lambda y: y - 1, r"real_labels must lie in .* got values in \[-1, 1\]"),
     (lambda y: y.astype(np.float32), r"real_labels must hold integer class labels"),
     (lambda y: y[:-1], r"real_labels must hold integer class labels of shape \[18\]"),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sgm_jax._validation import check_positive, check_positive_int
+from sgm_jax._validation import check_class_labels, check_positive, check_positive_int
 
 Array = jax.Array
 
@@ -43,17 +43,6 @@ def _check_inputs(name: str, inputs) -> Array:
     if not bool(jnp.all(jnp.isfinite(inputs))):
         raise ValueError(f"{name} must hold only finite values; it contains NaN or inf.")
     return inputs
-
-
-def _check_labels(name: str, labels, num_points: int, num_classes: int) -> Array:
-    labels = np.asarray(labels)
-    if labels.shape != (num_points,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels of shape [{num_points}]; got "
-                         f"shape {labels.shape} and dtype {labels.dtype}.")
-    if not 0 <= labels.min() <= labels.max() < num_classes:
-        raise ValueError(f"{name} must lie in [0, {num_classes}), the network's {num_classes} "
-                         f"logits; got values in [{labels.min()}, {labels.max()}].")
-    return jnp.asarray(labels, jnp.int32)
 
 
 def _logits(network: nn.Module, params, x: Array) -> Array:
@@ -157,8 +146,11 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
         raise ValueError("network.apply(params, x, cond) must return logits of shape "
                          f"[B, num_classes]; for B = 2 it returned shape {out.shape}.")
     num_classes = out.shape[1]
-    y_train = _check_labels("train_labels", train_labels, x_train.shape[0], num_classes)
-    y_test = _check_labels("test_labels", test_labels, x_test.shape[0], num_classes)
+    bound = f"the network's {num_classes} logits"
+    y_train = jnp.asarray(check_class_labels("train_labels", train_labels, x_train.shape[0],
+                                             num_classes, bound), jnp.int32)
+    y_test = jnp.asarray(check_class_labels("test_labels", test_labels, x_test.shape[0],
+                                            num_classes, bound), jnp.int32)
 
     params = _fit(network, batch_size, params, x_train, y_train,
                   jax.random.split(k_batches, steps), jnp.asarray(lr, dtype))

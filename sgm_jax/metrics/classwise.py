@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgm_jax._validation import check_positive_int
+from sgm_jax._validation import check_class_labels, check_positive_int
 from sgm_jax.metrics.prdc import prdc
 
 Array = jax.Array
@@ -39,17 +39,6 @@ def _check_features(name: str, features) -> Array:
         raise ValueError(f"{name} must have shape [num_points, *feature_shape] (at least 2 "
                          f"dimensions); got shape {features.shape}.")
     return features
-
-
-def _check_labels(name: str, labels, num_points: int, num_classes: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (num_points,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels of shape [{num_points}] (one per "
-                         f"feature vector); got shape {labels.shape} and dtype {labels.dtype}.")
-    if num_points and not 0 <= labels.min() <= labels.max() < num_classes:
-        raise ValueError(f"{name} must lie in [0, num_classes) = [0, {num_classes}); got values "
-                         f"in [{labels.min()}, {labels.max()}].")
-    return labels
 
 
 def classwise_prdc(real_features, real_labels, fake_features, fake_labels, *, num_classes: int,
@@ -86,8 +75,9 @@ def classwise_prdc(real_features, real_labels, fake_features, fake_labels, *, nu
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError("real_features and fake_features must have the same feature shape; got "
                          f"{real.shape[1:]} and {fake.shape[1:]}.")
-    real_labels = _check_labels("real_labels", real_labels, real.shape[0], num_classes)
-    fake_labels = _check_labels("fake_labels", fake_labels, fake.shape[0], num_classes)
+    bound = f"num_classes = {num_classes}"
+    real_labels = check_class_labels("real_labels", real_labels, real.shape[0], num_classes, bound)
+    fake_labels = check_class_labels("fake_labels", fake_labels, fake.shape[0], num_classes, bound)
     real_counts = np.bincount(real_labels, minlength=num_classes)
     fake_counts = np.bincount(fake_labels, minlength=num_classes)
     for c in range(num_classes):

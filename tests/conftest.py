@@ -1,12 +1,20 @@
-"""Test set-up: eight forced host devices so multi-device code paths run on CPU, and one
+"""Test set-up: eight forced host devices so multi-device code paths run on CPU, one
 persistent compilation cache for the session, so that a program compiled once (a train step, an
-evaluation's sampler) is not compiled again by a later test or by a test's subprocess."""
+evaluation's sampler) is not compiled again by a later test or by a test's subprocess, and, for
+the default selection, XLA's backend optimisation off (``FAST_COMPILE``)."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
+#: The default suite (``-m 'not slow'``) spends most of its time compiling small programs; without
+#: XLA's backend (LLVM) optimisation passes the same operations compile in much less time, and
+#: their results differ at most in rounding (tests/test_losses.py and tests/test_sde_loss.py: 200 s
+#: of CPU time against 117 s). The slow tests, whose time is computation, keep the default.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+_XLA_FLAGS_GIVEN = "XLA_FLAGS" in os.environ
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -15,3 +23,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_configure(config):
+    """Runs before the test modules import JAX (xdist workers inherit the controller's flags)."""
+    if not _XLA_FLAGS_GIVEN and config.option.markexpr.strip() == "not slow":
+        os.environ["XLA_FLAGS"] += " " + FAST_COMPILE

@@ -93,12 +93,9 @@ def add_dlsm_sections(config: ml_collections.ConfigDict, *, num_classes: int, de
     training.snapshot_num_samples = 1
     training.init_from = ""
     training.init_step = -1
-    classifier.optim = optim = ml_collections.ConfigDict()
+    # the score model's Adam fields, with the classifier's schedule, clipping and no EMA
+    classifier.optim = optim = ml_collections.ConfigDict(config.optim.to_dict())
     optim.lr = 2e-4
-    optim.beta1 = 0.9
-    optim.beta2 = 0.999
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
     optim.warmup = warmup
     optim.grad_clip = 1.0
     optim.ema_rate = 0.0  # no EMA
@@ -118,6 +115,21 @@ def add_dlsm_sections(config: ml_collections.ConfigDict, *, num_classes: int, de
     evaluation.grid_size = 2
     evaluation.grid_range = (-1.0, 1.0, -1.0, 1.0)
     evaluation.grid_sigma = 1.0
+    return config
+
+
+#: The poster's guidance methods: the classifier's objective and the guidance scale α ("scaling":
+#: the official README's ``--scale`` 10).
+GUIDANCE = {"base": ("ce", 1.0), "scaling": ("ce", 10.0), "dlsm": ("total", 1.0)}
+
+
+def use_guidance(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """Sets ``config`` (with the sections of :func:`add_dlsm_sections`) to the guidance
+    ``method`` of :data:`GUIDANCE`: its classifier objective, method and scale."""
+    objective, scale = GUIDANCE[method]
+    config.classifier.training.objective = objective
+    config.guidance.method = method
+    config.guidance.scale = scale
     return config
 
 

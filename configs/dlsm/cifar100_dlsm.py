@@ -3,13 +3,8 @@
 (official ``loss_type='total'``, ``coef`` 1, ``weighting_dlsm`` = ``weighting_ce`` = 0); see
 configs/default_dlsm_cifar10.py for the mapping to the official settings."""
 
-from configs.default_dlsm_cifar10 import get_default_configs
+from configs.default_dlsm_cifar10 import get_default_configs, use_guidance
 
 
 def get_config():
-    config = get_default_configs("cifar100")
-    config.classifier.training.objective = "total"
-    config.classifier.training.ce_weight = 1.0
-    config.guidance.method = "dlsm"
-    config.guidance.scale = 1.0
-    return config
+    return use_guidance(get_default_configs("cifar100"), "dlsm")

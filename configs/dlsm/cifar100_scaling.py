@@ -3,12 +3,8 @@ official README's ``--scale``) and the cross-entropy ResNet-34 classifier (100 c
 1,000, 600 samples per class) of cifar100_base; see configs/default_dlsm_cifar10.py for the
 mapping to the official settings."""
 
-from configs.default_dlsm_cifar10 import get_default_configs
+from configs.default_dlsm_cifar10 import get_default_configs, use_guidance
 
 
 def get_config():
-    config = get_default_configs("cifar100")
-    config.classifier.training.objective = "ce"
-    config.guidance.method = "scaling"
-    config.guidance.scale = 10.0
-    return config
+    return use_guidance(get_default_configs("cifar100"), "scaling")

@@ -2,12 +2,8 @@
 official README's ``--scale``) and the cross-entropy ResNet-18 classifier of cifar10_base; see
 configs/default_dlsm_cifar10.py for the mapping to the official settings."""
 
-from configs.default_dlsm_cifar10 import get_default_configs
+from configs.default_dlsm_cifar10 import get_default_configs, use_guidance
 
 
 def get_config():
-    config = get_default_configs("cifar10")
-    config.classifier.training.objective = "ce"
-    config.guidance.method = "scaling"
-    config.guidance.scale = 10.0
-    return config
+    return use_guidance(get_default_configs("cifar10"), "scaling")

@@ -32,7 +32,7 @@ from sgm_jax.experiment import build_experiment
 from sgm_jax.metrics.inception import write_random_inception_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_EXAMPLES = 64
+NUM_EXAMPLES = 32
 TINY = {
     "data.image_size": 16, "model.nf": 8, "model.ch_mult": (1, 2), "model.num_res_blocks": 1,
     "model.attn_resolutions": (8,), "sde.num_scales": 10, "training.batch_size": 16,

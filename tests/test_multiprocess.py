@@ -51,8 +51,9 @@ NUM_PROCESSES, LOCAL_DEVICES = 2, 2
 N_ITERS, KILL_AFTER = 6, 2
 LOGGED_STEPS = [2, 4, 6]
 TINY = {
-    "model.nf": 8, "model.ch_mult": (1, 2), "model.num_res_blocks": 1,
-    "model.attn_resolutions": (8,), "sde.num_scales": 10,
+    # one resolution without attention: each process compiles in half the time of two
+    "model.nf": 8, "model.ch_mult": (1,), "model.num_res_blocks": 1,
+    "model.attn_resolutions": (), "sde.num_scales": 10,
     # no warm-up: every update moves the parameters by ~lr, so a wrong gradient shows
     "optim.warmup": 0,
     "training.batch_size": 8, "training.n_iters": N_ITERS, "training.n_jitted_steps": 2,
@@ -243,8 +244,8 @@ def test_two_processes_log_the_values_of_one_process(runs):
     one) are associated differently. Reassociating a float32 sum of n terms changes it by at
     most ~log2(n)·2⁻²⁴ relative, about 1e-6 here (measured: at most 1.2e-7); rtol is 1e-5.
     Feeding process 0's rows twice instead of both processes' rows changes the gradient norm
-    by 8e-3 relative and the loss by 2e-5 to 1e-4 (an untrained network's loss is close to D/2
-    for any batch)."""
+    by 6e-3 to 8e-3 relative and the loss by 6e-6 to 1e-4 (an untrained network's loss is close
+    to D/2 for any batch)."""
     ref_scalars, _ = runs["reference"]
     before, _ = runs["killed"]
     after, _ = runs["resumed"]
@@ -268,7 +269,7 @@ def test_killed_run_resumes_to_the_uninterrupted_state(runs):
     most 3e-8 apart (measured). Without warm-up every Adam update moves each parameter by
     ~lr = 2e-4 (the median move over the run is 3.5e-4), so resuming from a wrong state (lost
     optimiser moments, EMA or step) or with wrong batches puts them ~1e-5 to 1e-4 off (process
-    0's rows fed twice: 3e-5)."""
+    0's rows fed twice: up to 1e-3)."""
     _, ref_state = runs["reference"]
     _, killed = runs["killed"]
     _, state = runs["resumed"]

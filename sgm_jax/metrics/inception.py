@@ -389,9 +389,10 @@ def load_inception(weights_path, *, batch_size: int = 50
     Args:
       weights_path: path of the file written by ``python -m sgm_jax.metrics.convert_inception``
         from pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``.
-      batch_size: images per jitted forward pass. Inputs are processed in batches of this size
-        (the last one zero-padded), so memory stays bounded and one compilation per image size
-        serves any number of images; pytorch-fid's default is 50.
+      batch_size: the most images per jitted forward pass; pytorch-fid's default is 50. A call
+        of N images runs batches of min(batch_size, N) (the last one zero-padded): memory stays
+        bounded, a call of fewer images does no padded work (an evaluation's sample units are
+        often smaller than 50), and the calls of one size share one compilation.
     Returns:
       ``fn(images) -> (pool, logits)``: ``images`` uint8 [N, H, W, 3] (any H, W; resized to
       299 × 299 as pytorch-fid), ``pool`` float32 [N, 2048] (the FID features) and ``logits``
@@ -420,11 +421,12 @@ def load_inception(weights_path, *, batch_size: int = 50
         if num == 0:
             return (np.zeros((0, POOL_FEATURES), np.float32),
                     np.zeros((0, NUM_CLASSES), np.float32))
+        size = min(batch_size, num)
         pools, logits, pending = [], [], None
-        for start in range(0, num, batch_size):
-            batch = images[start:start + batch_size]
-            if batch.shape[0] < batch_size:
-                batch = np.pad(batch, ((0, batch_size - batch.shape[0]),) + ((0, 0),) * 3)
+        for start in range(0, num, size):
+            batch = images[start:start + size]
+            if batch.shape[0] < size:
+                batch = np.pad(batch, ((0, size - batch.shape[0]),) + ((0, 0),) * 3)
             outputs = forward(variables, batch)  # dispatched before the previous one is fetched
             if pending is not None:
                 pools.append(np.asarray(pending[0]))

@@ -19,7 +19,9 @@ donated aliases), and on a GPU also the device's peak bytes in use.
   arithmetic.
 
     python benchmarks/images.py                      # full network, batch 32 and 128 (a GPU)
-    python benchmarks/images.py --batch 4 --mock-data          # full network on a CPU
+    python benchmarks/images.py --batch 4 --mock-data --sections qc --variants c qc
+    python benchmarks/images.py --batch 4 --mock-data --sections qc --variants qc_fraction qc_every
+                                                     # full network on a CPU, in two runs
     python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
     python benchmarks/images.py ... --sections jitted     # only the steps-per-dispatch table
     python benchmarks/images.py --mock-data --sections flops   # FLOPs at full width, any machine
@@ -54,6 +56,8 @@ VARIANTS = {  # name: (config module, training overrides)
     "QC, qc_fraction 0.25": ("cifar10_qc", {"qc_fraction": 0.25}),
     "QC, qc_every 4": ("cifar10_qc", {"qc_every": 4}),
 }
+#: ``--variants`` names of VARIANTS (U is always timed: it is the reference of every ratio).
+VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every"], VARIANTS))
 
 
 def _config(module: str, args, batch: int, **training):
@@ -83,9 +87,14 @@ def benchmark(args, batch: int, mesh) -> dict:
     return out
 
 
+def _variants(args) -> dict:
+    names = {"U", *(VARIANT_FLAGS[v] for v in args.variants)}
+    return {name: spec for name, spec in VARIANTS.items() if name in names}
+
+
 def qc_table(args, batch: int, mesh) -> dict:
     runs, notes = {}, {}
-    for name, (module, overrides) in VARIANTS.items():
+    for name, (module, overrides) in _variants(args).items():
         experiment = build_experiment(_config(module, args, batch, **overrides))
         runs[name] = TrainStepRunner(experiment, mesh, calls=CYCLE)
         notes[name] = (f"compile {runs[name].compile_seconds:.1f} s, "
@@ -102,7 +111,7 @@ def qc_table(args, batch: int, mesh) -> dict:
 def flops_table(args, batch: int, mesh) -> dict:
     gflop = {name: train_step_gflops(build_experiment(_config(module, args, batch, **overrides)),
                                      mesh, steps=CYCLE)
-             for name, (module, overrides) in VARIANTS.items()}
+             for name, (module, overrides) in _variants(args).items()}
     print(f"XLA FLOPs per train step (amortised over {CYCLE} steps), batch {batch}, nf {args.nf}, "
           f"{args.num_res_blocks} blocks")
     for name, value in gflop.items():
@@ -131,6 +140,11 @@ def main(argv=None) -> None:
                         choices=["qc", "jitted", "flops"],
                         help="U / C / QC and the cheaper QC schedules; several steps per "
                              "dispatch; FLOP counts")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANT_FLAGS),
+                        choices=list(VARIANT_FLAGS),
+                        help="the models of the qc and flops sections (U always): all five "
+                             "full-width train states and programs at once need more than 24 GiB "
+                             "of host memory on a CPU")
     parser.add_argument("--mock-data", action="store_true",
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",

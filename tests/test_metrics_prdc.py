@@ -71,15 +71,13 @@ IDENTICAL_CASES = [(2, 3, 7, False), (2, 1, 64, True), (40, 5, 64, False)]
 _IDENTICAL_CHILD = """
 import json, sys
 sys.path[:0] = {paths!r}
-from test_metrics_prdc import IDENTICAL_CASES, _sets
+from test_metrics_prdc import IDENTICAL_CASES, KEYS, _sets
 from sgm_jax.metrics import prdc
 out = []
 for dim, k, chunk, closed in IDENTICAL_CASES:
     real, _ = _sets(dim)
     values = prdc(real, real, nearest_k=k, chunk_size=chunk, closed_balls=closed)
-    out.append({{"num_points": real.shape[0],
-                **{{name: float(values[name]) for name in ("precision", "recall", "density",
-                                                          "coverage")}}}})
+    out.append({{"num_points": real.shape[0], **{{name: float(values[name]) for name in KEYS}}}})
 print(json.dumps(out))
 """
 

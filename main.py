@@ -12,8 +12,14 @@ data; ``eval`` computes them too when they are missing). Multi-host runs initial
 The library's own errors (a bad config field, no checkpoint to evaluate, a data set that is not
 prepared, a non-finite loss) are printed as one line, ``error: …``, with exit status 2; any other
 exception keeps its traceback. ``--debug`` shows the traceback for every error.
+
+Compiled programs are kept in ``WORKDIR/compilation_cache`` (JAX's persistent compilation
+cache; ``JAX_COMPILATION_CACHE_DIR``, when set, names the folder instead), so that a resumed run
+or a later evaluation of the same workdir loads its train step instead of compiling it again;
+``--nocompilation_cache`` turns this off.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -28,6 +34,9 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (get_con
 flags.DEFINE_enum("mode", None, MODES, "What to do: train, eval, sample or stats.")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, evaluation results.")
 flags.DEFINE_bool("debug", False, "Show the full traceback of every error.")
+flags.DEFINE_bool("compilation_cache", True,
+                  "Keep compiled programs in WORKDIR/compilation_cache (or "
+                  "JAX_COMPILATION_CACHE_DIR when set) and load them from there in later runs.")
 flags.mark_flags_as_required(["config", "mode", "workdir"])
 
 
@@ -57,12 +66,31 @@ def run(config, mode: str, workdir: str):
     return draw(experiment, workdir)
 
 
+def use_compilation_cache(workdir: str, enabled: bool = True) -> str | None:
+    """Point JAX's persistent compilation cache at ``WORKDIR/compilation_cache`` (or leave it at
+    ``JAX_COMPILATION_CACHE_DIR`` when that is set), or turn it off (``enabled`` False); returns
+    the folder in use, None when off. Call it before anything is compiled.
+
+    Programs that took at least JAX's ``persistent_cache_min_compile_time_secs`` (1 s) to compile
+    are written, by process 0 only on several hosts; programs with host callbacks (every diffrax
+    solve) are never cached (BUILD.md, "Evaluation")."""
+    import jax
+
+    if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(workdir, "compilation_cache")
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
     from sgm_jax import parallel
 
     parallel.maybe_initialize_distributed()  # before any JAX computation
+    use_compilation_cache(FLAGS.workdir, FLAGS.compilation_cache)
     try:
         run(FLAGS.config, FLAGS.mode, FLAGS.workdir)
     except USER_ERRORS as err:

@@ -107,3 +107,34 @@ def test_command_line_errors_are_one_line_unless_debug(tmp_path):
     debug = _main("--mode=eval", f"--workdir={empty}", "--debug")
     assert debug.returncode not in (0, 2) and "Traceback" in debug.stderr
     assert "ValueError: no checkpoint in" in debug.stderr
+
+
+COMPILE_ONE_PROGRAM = """
+import sys
+import jax, jax.numpy as jnp
+import main
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # cache even a tiny program
+print(main.use_compilation_cache(sys.argv[1], sys.argv[2] == "on"))
+jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(3)).block_until_ready()
+"""
+
+
+@pytest.mark.parametrize("env_dir, enabled", [(False, True), (True, True), (True, False)])
+def test_compiled_programs_are_kept_in_the_workdir_unless_told_otherwise(tmp_path, env_dir,
+                                                                          enabled):
+    """``main.use_compilation_cache``: the folder is WORKDIR/compilation_cache, or
+    JAX_COMPILATION_CACHE_DIR when set, and a compiled program lands there; off, nothing is
+    written anywhere."""
+    workdir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if env_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(elsewhere)
+    done = subprocess.run([sys.executable, "-c", COMPILE_ONE_PROGRAM, str(workdir),
+                           "on" if enabled else "off"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = None if not enabled else elsewhere if env_dir else workdir / "compilation_cache"
+    assert done.stdout.strip().splitlines()[-1] == str(expected)
+    for folder in (workdir / "compilation_cache", elsewhere):
+        entries = list(folder.glob("jit_*")) if folder.exists() else []
+        assert bool(entries) == (folder == expected), (folder, entries)

@@ -10,8 +10,9 @@ donated aliases), and on a GPU also the device's peak bytes in use.
 
 * U, C (energy gradient: one more backward pass), QC (λ = 1e-4, K = 1, fused with DSM);
 * QC on a quarter of each device's examples (``training.qc_fraction = 0.25``) and lazy QC
-  (``training.qc_every = 4``): each timed unit is 4 consecutive steps (one cycle of the lazy
-  schedule) for every variant, so the ratio is the amortised one;
+  (``training.qc_every`` = 4 or 5): each timed unit is one cycle of the lazy schedule (k
+  consecutive steps; 4 for the other variants), and the ratios are per step, so the lazy ratio is
+  the amortised one;
 * ``n_jitted_steps``: U with 5 steps in one dispatch against 5 dispatches of one step;
 * ``flops``: XLA's FLOP count per train step of every variant above (the lowered programs,
   nothing compiled or run: about half a minute per variant at full width on a CPU, at any
@@ -21,7 +22,8 @@ donated aliases), and on a GPU also the device's peak bytes in use.
     python benchmarks/images.py                      # full network, batch 32 and 128 (a GPU)
     python benchmarks/images.py --batch 4 --mock-data --sections qc --variants c qc
     python benchmarks/images.py --batch 4 --mock-data --sections qc --variants qc_fraction qc_every
-                                                     # full network on a CPU, in two runs
+    python benchmarks/images.py --batch 4 --mock-data --sections qc --variants qc_every5
+                                                     # full network on a CPU, in three runs
     python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
     python benchmarks/images.py ... --sections jitted     # only the steps-per-dispatch table
     python benchmarks/images.py --mock-data --sections flops   # FLOPs at full width, any machine
@@ -47,7 +49,7 @@ from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 
-CYCLE = 4  # steps per timed unit: one cycle of qc_every = 4
+CYCLE = 4  # steps per timed unit of the variants without lazy QC
 JITTED = 5  # steps per dispatch in the n_jitted_steps comparison (score_sde's CIFAR-10 value)
 VARIANTS = {  # name: (config module, training overrides)
     "U": ("cifar10_u", {}),
@@ -55,9 +57,10 @@ VARIANTS = {  # name: (config module, training overrides)
     "QC": ("cifar10_qc", {}),
     "QC, qc_fraction 0.25": ("cifar10_qc", {"qc_fraction": 0.25}),
     "QC, qc_every 4": ("cifar10_qc", {"qc_every": 4}),
+    "QC, qc_every 5": ("cifar10_qc", {"qc_every": 5}),
 }
 #: ``--variants`` names of VARIANTS (U is always timed: it is the reference of every ratio).
-VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every"], VARIANTS))
+VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every", "qc_every5"], VARIANTS))
 
 
 def _config(module: str, args, batch: int, **training):
@@ -87,6 +90,11 @@ def benchmark(args, batch: int, mesh) -> dict:
     return out
 
 
+def _cycle(overrides: dict) -> int:
+    """Steps per timed unit (and per FLOP count) of a variant: one cycle of its lazy schedule."""
+    return overrides.get("qc_every", CYCLE)
+
+
 def _variants(args) -> dict:
     names = {"U", *(VARIANT_FLAGS[v] for v in args.variants)}
     return {name: spec for name, spec in VARIANTS.items() if name in names}
@@ -96,13 +104,14 @@ def qc_table(args, batch: int, mesh) -> dict:
     runs, notes = {}, {}
     for name, (module, overrides) in _variants(args).items():
         experiment = build_experiment(_config(module, args, batch, **overrides))
-        runs[name] = TrainStepRunner(experiment, mesh, calls=CYCLE)
-        notes[name] = (f"compile {runs[name].compile_seconds:.1f} s, "
+        runs[name] = TrainStepRunner(experiment, mesh, calls=_cycle(overrides))
+        notes[name] = (f"{runs[name].steps} steps per unit, "
+                       f"compile {runs[name].compile_seconds:.1f} s, "
                        f"memory {runs[name].memory_mb or float('nan'):.0f} MiB")
         print(f"  {name}: {notes[name]}", flush=True)
     result = compare_runners(runs, "U", rounds=args.rounds, repeats=1, warmup=1)
     result["peak_device_mb"] = _peak_mb()
-    print(format_table(result, f"Train step, {CYCLE} steps per unit, batch {batch}, nf "
+    print(format_table(result, f"Train step (ratios per step), batch {batch}, nf "
                                f"{args.nf}, {args.num_res_blocks} blocks, "
                                f"{jax.devices()[0].platform} × {jax.device_count()}", notes))
     return result
@@ -110,10 +119,10 @@ def qc_table(args, batch: int, mesh) -> dict:
 
 def flops_table(args, batch: int, mesh) -> dict:
     gflop = {name: train_step_gflops(build_experiment(_config(module, args, batch, **overrides)),
-                                     mesh, steps=CYCLE)
+                                     mesh, steps=_cycle(overrides))
              for name, (module, overrides) in _variants(args).items()}
-    print(f"XLA FLOPs per train step (amortised over {CYCLE} steps), batch {batch}, nf {args.nf}, "
-          f"{args.num_res_blocks} blocks")
+    print(f"XLA FLOPs per train step (lazy QC amortised over its cycle), batch {batch}, "
+          f"nf {args.nf}, {args.num_res_blocks} blocks")
     for name, value in gflop.items():
         print(f"  {name:22s} {value:12.1f} GFLOP  {value / gflop['U']:5.2f} × U")
     return {"gflop_per_step": gflop, "ratio_to_u": {k: v / gflop["U"] for k, v in gflop.items()}}
@@ -142,7 +151,7 @@ def main(argv=None) -> None:
                              "dispatch; FLOP counts")
     parser.add_argument("--variants", nargs="+", default=list(VARIANT_FLAGS),
                         choices=list(VARIANT_FLAGS),
-                        help="the models of the qc and flops sections (U always): all five "
+                        help="the models of the qc and flops sections (U always): more than three "
                              "full-width train states and programs at once need more than 24 GiB "
                              "of host memory on a CPU")
     parser.add_argument("--mock-data", action="store_true",

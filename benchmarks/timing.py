@@ -216,11 +216,19 @@ def compare_runners(runners: Mapping[str, TrainStepRunner], baseline: str, **kwa
     ``repeats``, ``warmup``), each row completed with the runner's ``steps`` per timed call,
     ``ms_per_step`` (``median_ms / steps``), ``compile_s``, ``memory_mb``, ``gflop_per_step``
     and ``flop_ratio`` (its ``gflop_per_step`` over the baseline's; None without a FLOP count):
-    a time ratio near the FLOP ratio says that the step runs at the speed its arithmetic allows."""
+    a time ratio near the FLOP ratio says that the step runs at the speed its arithmetic allows.
+
+    The ratios are per train step: where runners time different numbers of steps per call (a
+    lazy schedule timed over its own cycle), each per-round ratio of call times is scaled by the
+    baseline's steps over the runner's."""
     result = compare(runners, baseline, **kwargs)
     base_flops = runners[baseline].gflop_per_step
     for name, runner in runners.items():
         flops = runner.gflop_per_step
+        per_step = runners[baseline].steps / runner.steps
+        for prefix in ("", "cpu_"):
+            for stat in ("median", "min", "max"):
+                result["steps"][name][f"{prefix}ratio_{stat}"] *= per_step
         result["steps"][name].update(
             steps=runner.steps, ms_per_step=result["steps"][name]["median_ms"] / runner.steps,
             compile_s=runner.compile_seconds, memory_mb=runner.memory_mb, gflop_per_step=flops,

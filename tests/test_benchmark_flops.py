@@ -1,13 +1,16 @@
-"""The FLOP accounting of ``benchmarks/timing.py``: per-step counts of the library's train step,
-amortised over a lazy-QC cycle, and the hand-written QC reference of ``benchmarks/losses.py``
-against the library's fused loss."""
+"""The accounting of ``benchmarks/timing.py``: per-step FLOP counts of the library's train step,
+amortised over a lazy-QC cycle, per-step time ratios of runners timed over different numbers of
+steps, and the hand-written QC reference of ``benchmarks/losses.py`` against the library's fused
+loss."""
 
 import dataclasses
+import types
 
 import jax
 import pytest
 
 from benchmarks.losses import reference_qc_loss
+from benchmarks import timing
 from benchmarks.timing import TrainStepRunner, gflops, train_step_gflops
 from configs.toy.checkerboard_u import get_config
 from sgm_jax import parallel
@@ -53,3 +56,27 @@ def test_hand_written_qc_reference_has_the_fused_library_loss_flops(mesh):
     reference = dataclasses.replace(library, qc_loss_fn=reference_qc_loss(library, 0.05))
     counts = [train_step_gflops(e, mesh) for e in (library, reference)]
     assert counts[1] == pytest.approx(counts[0], rel=0.02)
+
+
+def _timed_row(call_ms: float, ratio: float, spread: float) -> dict:
+    """A row of ``timing.compare``: call time, and the median per-round ratio ± spread, in wall
+    and CPU time alike."""
+    return {f"{prefix}{field}": value for prefix in ("", "cpu_") for field, value in (
+        ("median_ms", call_ms), ("ratio_median", ratio), ("ratio_min", ratio - spread),
+        ("ratio_max", ratio + spread))}
+
+
+def test_time_ratios_of_runners_with_different_cycles_are_per_step(monkeypatch):
+    """A lazy schedule timed over its own cycle (5 steps per call) against a baseline timed over 4:
+    call-time ratios 1.5 (1.25–1.75) are 1.2 (1.0–1.4) per step."""
+    rows = {"base": _timed_row(1000.0, 1.0, 0.0), "lazy": _timed_row(1500.0, 1.5, 0.25)}
+    monkeypatch.setattr(timing, "compare", lambda steps, baseline, **_: {"steps": rows})
+    runners = {name: types.SimpleNamespace(steps=steps, compile_seconds=1.0, memory_mb=None,
+                                           gflop_per_step=None)
+               for name, steps in (("base", 4), ("lazy", 5))}
+    result = timing.compare_runners(runners, "base")["steps"]
+    for prefix in ("", "cpu_"):
+        assert result["base"][f"{prefix}ratio_median"] == 1.0
+        assert [result["lazy"][f"{prefix}ratio_{stat}"] for stat in ("median", "min", "max")] \
+            == pytest.approx([1.2, 1.0, 1.4])
+    assert result["lazy"]["ms_per_step"] == pytest.approx(300.0)

@@ -6,7 +6,7 @@
   L_Total (``classifier.training.objective``), timed interleaved round by round; the ratio to CE
   is the median of the per-round ratios with its range. DLSM needs, per step, a forward pass of
   the frozen score model and the classifier's input gradient (then differentiated once more for
-  the parameters); the issue's target is total ≤ 2.5× CE.
+  the parameters); the target is total ≤ 2.5× CE.
 * Sampling: the configured predictor-corrector sampler (``sde.num_scales`` steps, each one
   predictor and one corrector evaluation) with the unconditional score s(x, t) against the
   posterior score s + α ∇ log p(y | x, t) (:mod:`sgm_jax.guidance`), interleaved; the ratio is

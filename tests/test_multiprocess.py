@@ -267,9 +267,8 @@ def test_killed_run_resumes_to_the_uninterrupted_state(runs):
 
     The rounding differences of the reassociated sums (previous test) leave the parameters at
     most 3e-8 apart (measured). Without warm-up every Adam update moves each parameter by
-    ~lr = 2e-4 (the median move over the run is 3.5e-4), so resuming from a wrong state (lost
-    optimiser moments, EMA or step) or with wrong batches puts them ~1e-5 to 1e-4 off (process
-    0's rows fed twice: up to 1e-3)."""
+    ~lr = 2e-4, so resuming from a wrong state (lost optimiser moments, EMA or step) or with
+    wrong batches puts them ~1e-5 to 1e-4 off (process 0's rows fed twice: up to 1e-3)."""
     _, ref_state = runs["reference"]
     _, killed = runs["killed"]
     _, state = runs["resumed"]

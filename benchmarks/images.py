@@ -63,7 +63,9 @@ VARIANTS = {  # name: (config module, training overrides)
 VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every", "qc_every5"], VARIANTS))
 
 
-def _config(module: str, args, batch: int, **training):
+def qcsgm_config(module: str, args, batch: int, **training):
+    """``configs/ve/<module>.py`` at the width of ``args.nf`` / ``args.num_res_blocks``, global
+    batch ``batch``, one step per dispatch, with the ``training`` fields overridden."""
     config = importlib.import_module(f"configs.ve.{module}").get_config()
     config.model.nf = args.nf
     config.model.num_res_blocks = args.num_res_blocks
@@ -103,7 +105,7 @@ def _variants(args) -> dict:
 def qc_table(args, batch: int, mesh) -> dict:
     runs, notes = {}, {}
     for name, (module, overrides) in _variants(args).items():
-        experiment = build_experiment(_config(module, args, batch, **overrides))
+        experiment = build_experiment(qcsgm_config(module, args, batch, **overrides))
         runs[name] = TrainStepRunner(experiment, mesh, calls=_cycle(overrides))
         notes[name] = (f"{runs[name].steps} steps per unit, "
                        f"compile {runs[name].compile_seconds:.1f} s, "
@@ -118,8 +120,9 @@ def qc_table(args, batch: int, mesh) -> dict:
 
 
 def flops_table(args, batch: int, mesh) -> dict:
-    gflop = {name: train_step_gflops(build_experiment(_config(module, args, batch, **overrides)),
-                                     mesh, steps=_cycle(overrides))
+    gflop = {name: train_step_gflops(
+                 build_experiment(qcsgm_config(module, args, batch, **overrides)), mesh,
+                 steps=_cycle(overrides))
              for name, (module, overrides) in _variants(args).items()}
     print(f"XLA FLOPs per train step (lazy QC amortised over its cycle), batch {batch}, "
           f"nf {args.nf}, {args.num_res_blocks} blocks")
@@ -129,7 +132,7 @@ def flops_table(args, batch: int, mesh) -> dict:
 
 
 def jitted_table(args, batch: int, mesh) -> dict:
-    experiment = build_experiment(_config("cifar10_u", args, batch, n_jitted_steps=JITTED))
+    experiment = build_experiment(qcsgm_config("cifar10_u", args, batch, n_jitted_steps=JITTED))
     jitted = {f"U, {JITTED} dispatches": TrainStepRunner(experiment, mesh, calls=JITTED),
               f"U, n_jitted_steps {JITTED}": TrainStepRunner(experiment, mesh,
                                                              steps_per_call=JITTED)}

@@ -68,7 +68,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.timing import compare, format_table, write_json  # noqa: E402
+from benchmarks.timing import compare, format_table, image_data, write_json  # noqa: E402
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import Experiment, build_experiment  # noqa: E402
 from sgm_jax.image_eval import BatchSampler, bpd_batch_fn  # noqa: E402
@@ -372,10 +372,7 @@ def main(argv=None) -> None:
                              f"{getattr(args, field)}.")
     events = _Events()
     with contextlib.ExitStack() as stack:
-        if args.mock_data:
-            import tensorflow_datasets as tfds
-
-            stack.enter_context(tfds.testing.mock_data(num_examples=args.batch))
+        stack.enter_context(image_data(args.mock_data, args.batch))
         weights = args.inception_weights
         if not weights:
             weights = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()),

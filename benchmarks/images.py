@@ -35,7 +35,6 @@ CIFAR-10 is not prepared on the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -45,7 +44,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  # noqa: E402
-                               train_step_gflops, write_json)
+                               image_data, train_step_gflops, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 
@@ -163,14 +162,8 @@ def main(argv=None) -> None:
                                                        "images.json"))
     args = parser.parse_args(argv)
     mesh = parallel.data_mesh()
-    if args.mock_data:
-        import tensorflow_datasets as tfds
-
-        data = tfds.testing.mock_data(num_examples=max(args.batch) * JITTED)
-    else:
-        data = contextlib.nullcontext()
     results = {}
-    with data:
+    with image_data(args.mock_data, max(args.batch) * JITTED):
         for batch in args.batch:
             results[f"batch_{batch}"] = benchmark(args, batch, mesh)
     write_json(args.json, {"nf": args.nf, "num_res_blocks": args.num_res_blocks,

@@ -44,7 +44,6 @@ A JSON already at ``--out`` keeps the (set-up, table) pairs this run did not mea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -57,7 +56,7 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  # noqa: E402
-                               write_json)
+                               image_data, write_json)
 from configs.default_cifar10 import get_default_configs as cifar10_defaults  # noqa: E402
 from configs.toy.checkerboard_u import get_config as toy_u_config  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
@@ -144,15 +143,6 @@ def base_config(setup: str, quick: bool) -> ml_collections.ConfigDict:
     return toy_config(batch=500 if quick else 5000, num_points=5000 if quick else 50_000)
 
 
-def _data_context(setup: str, config):
-    """tfds mock images for the conv set-up (CIFAR-10 need not be prepared)."""
-    if setup != "conv":
-        return contextlib.nullcontext()
-    import tensorflow_datasets as tfds
-
-    return tfds.testing.mock_data(num_examples=config.training.batch_size)
-
-
 def runners(setup: str, rows: dict[str, dict], quick: bool, calls: int) -> dict:
     """One :class:`TrainStepRunner` per row: the set-up's config with the row's training
     overrides, ``calls`` steps per timed call."""
@@ -160,7 +150,7 @@ def runners(setup: str, rows: dict[str, dict], quick: bool, calls: int) -> dict:
     for name, overrides in rows.items():
         config = base_config(setup, quick)
         config.training.update(overrides)
-        with _data_context(setup, config):
+        with image_data(setup == "conv", config.training.batch_size):
             built[name] = TrainStepRunner(build_experiment(config), calls=calls)
         print(f"  {setup} {name}: compiled in {built[name].compile_seconds:.1f} s", flush=True)
     return built
@@ -188,7 +178,7 @@ def qc_table(setup: str, quick: bool, rounds: int, repeats: int) -> dict:
     built = runners(setup, qc_rows(setup), quick, calls=QC_CYCLE)
     if setup == "conv":
         config = base_config(setup, quick)
-        with _data_context(setup, config):
+        with image_data(setup == "conv", config.training.batch_size):
             dsm = build_experiment(config)
         reference = dataclasses.replace(dsm, qc_loss_fn=reference_qc_loss(dsm, QC_WEIGHT[setup]))
         built[REFERENCE_ROW] = TrainStepRunner(reference, calls=QC_CYCLE)

@@ -24,7 +24,6 @@ its ``upfirdn2d`` runs the plain PyTorch path instead, so the worker skips that 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -138,21 +137,16 @@ def main(argv=None) -> None:
         return worker(args.score_sde_pytorch, args.batch, args.nf, args.num_res_blocks)
 
     sys.path.insert(0, ROOT)
-    import jax
-
     from benchmarks.images import qcsgm_config
-    from benchmarks.timing import TrainStepRunner, compare, write_json
+    from benchmarks.timing import TrainStepRunner, compare, image_data, write_json
     from sgm_jax.experiment import build_experiment
+    from sgm_jax.models.registry import param_count
 
-    data = contextlib.nullcontext()
-    if args.mock_data:
-        import tensorflow_datasets as tfds
-
-        data = tfds.testing.mock_data(num_examples=args.batch)
-    with data:
-        experiment = build_experiment(qcsgm_config("cifar10_u", args, args.batch))
+    config = qcsgm_config("cifar10_u", args, args.batch)
+    with image_data(args.mock_data, args.batch):
+        experiment = build_experiment(config)
     ours = TrainStepRunner(experiment, calls=args.steps)
-    parameters = sum(leaf.size for leaf in jax.tree.leaves(ours.state.params))
+    parameters = param_count(config)
     peer = PeerStep(args)
     try:
         if peer.parameters != parameters:

@@ -34,6 +34,7 @@ experiment of ``sgm_jax.experiment.build_experiment`` and runs it on a fixed bat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -113,6 +114,16 @@ class TrainStepRunner:
             self.state, metrics = program(self.state, self.batch, self.frozen)
             self.step += self.steps_per_call
         return metrics
+
+
+def image_data(mock: bool, num_examples: int) -> contextlib.AbstractContextManager:
+    """A context in which the image data sets are tfds mock images of ``num_examples`` examples
+    (``mock``; timing does not depend on the pixel values), or the prepared data sets."""
+    if not mock:
+        return contextlib.nullcontext()
+    import tensorflow_datasets as tfds
+
+    return tfds.testing.mock_data(num_examples=num_examples)
 
 
 def gflops(program: Any) -> float | None:

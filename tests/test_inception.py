@@ -262,6 +262,33 @@ def random_torch_state_dict(seed=0):
     return {k: v if v.dtype == np.int64 else v.astype(np.float32) for k, v in state.items()}
 
 
+#: float32's unit roundoff.
+UNIT_ROUNDOFF = 2.0 ** -24
+#: The network's longest path has 47 convolutions (stem 5, Mixed_5b–5d 3 each, Mixed_6a 3,
+#: Mixed_6b–6e 5 each, Mixed_7a 4, Mixed_7b–7c 3 each); the largest is a dot product of
+#: 3·3·448 = 4,032 terms (Mixed_7b's branch3x3dbl_2).
+DEPTH, MAX_FAN_IN = 47, 4032
+
+
+def dot_rounding_bound(a, b):
+    """Worst-case rounding error of float32 ``a @ b``, in any summation order: γ_n·(|a| @ |b|)
+    with γ_n = nu / (1 − nu), n the number of terms (Higham, Accuracy and Stability of Numerical
+    Algorithms, §3.1). It scales with the terms, not with the result, which cancels."""
+    n = a.shape[-1]
+    gamma = n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+    return gamma * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+
+
+def float64_pool(npz, images):
+    """The network's pool features in float64, the reference of the float32 programs."""
+    with jax.enable_x64(True):
+        with np.load(npz) as data:
+            flat = {name: jnp.asarray(data[name], jnp.float64) for name in data.files}
+        variables = traverse_util.unflatten_dict(flat, sep="/")
+        pool, _ = FIDInceptionV3().apply(variables, preprocess(images).astype(jnp.float64))
+        return np.asarray(pool)
+
+
 def test_convert_and_load_give_pool_and_logits(tmp_path, capsys):
     state = random_torch_state_dict()
     pth, npz = tmp_path / "random_inception.pth", tmp_path / "random_inception.npz"
@@ -276,13 +303,27 @@ def test_convert_and_load_give_pool_and_logits(tmp_path, capsys):
     assert pool.shape == (3, 2048) and logits.shape == (3, 1008)
     assert pool.dtype == np.float32 and logits.dtype == np.float32
     assert np.all(np.isfinite(pool)) and np.all(pool >= 0) and np.std(pool) > 0  # after a ReLU
-    # The logits are the fc layer of the pool features (weights taken from the .pth itself).
-    want = pool.astype(np.float64) @ state["fc.weight"].T.astype(np.float64) + state["fc.bias"]
-    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    # Batching does not mix images: one image alone gives its row of the batched result.
-    single_pool, single_logits = fn(images[2:])
-    np.testing.assert_allclose(single_pool[0], pool[2], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(single_logits[0], logits[2], rtol=1e-5, atol=1e-5)
+    single_pool, single_logits = fn(images[2:])  # one image: a program of its own batch size
+
+    # Each program's pool against the float64 network. Their rounding differs (the two batch
+    # sizes compile to different programs). A dot product of n float32 terms is off by
+    # ≲ √n·u times the sum of its terms' magnitudes with high probability (Higham & Mary,
+    # SIAM J. Sci. Comput. 2019), and batch norm keeps each layer's output at its input's scale,
+    # so after DEPTH layers the features are off by ≲ DEPTH·√MAX_FAN_IN·u ≈ 1.8e-4 of their
+    # scale (measured: 4e-7). The row of another image is off by 3e-2 of it (measured), 170
+    # times the tolerance.
+    reference = float64_pool(npz, images)
+    tolerance = DEPTH * math.sqrt(MAX_FAN_IN) * UNIT_ROUNDOFF * np.abs(reference).max()
+    np.testing.assert_allclose(pool, reference, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(single_pool[0], reference[2], rtol=0, atol=tolerance)
+
+    # The logits are the fc layer of each program's own pool (weights taken from the .pth
+    # itself), to the rounding of a 2048-term dot product plus the bias addition.
+    weight, bias = state["fc.weight"].T, state["fc.bias"]
+    for got_pool, got_logits in ((pool, logits), (single_pool, single_logits)):
+        want = got_pool.astype(np.float64) @ weight.astype(np.float64) + bias
+        bound = dot_rounding_bound(got_pool, weight) + UNIT_ROUNDOFF * np.abs(want)
+        np.testing.assert_array_less(np.abs(got_logits - want), bound)
     empty_pool, empty_logits = fn(images[:0])
     assert empty_pool.shape == (0, 2048) and empty_logits.shape == (0, 1008)
     with pytest.raises(ValueError, match="images must be uint8"):

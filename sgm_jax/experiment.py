@@ -320,7 +320,7 @@ def _losses(sde, options: dict, points, qc_every: int, num_devices: int
             ) -> tuple[sde_loss.LossFn, sde_loss.LossFn, sde_loss.LossFn | None]:
     """The training loss, the loss of a lazy-QC step (QC weight × ``qc_every``) and the loss of
     the other steps (no QC term; None without lazy regularisation). ``points`` is the toy
-    training set (the explicit-score-matching target) or None for images; partial QC
+    training set when the objective is explicit score matching (its target), else None; partial QC
     (``training.qc_fraction``) selects rows within each of the ``num_devices`` batch shards."""
     options = dict(options)
     objective, qc_weight = options.pop("objective"), options.pop("qc_weight")
@@ -439,9 +439,9 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
 
     ``num_devices`` is the size of the data mesh (default ``jax.device_count()``, every device of
     every process); ``training.batch_size`` must be a multiple of it and of the process count.
-    Every field is read before any data are touched; then the image data set is checked
-    (prepared in its tfds ``data_dir``) and its training split loaded, so a bad field costs no
-    I/O and a missing data set fails before any model or checkpoint work.
+    Nothing is loaded: the data source reads its splits on first use
+    (:class:`~sgm_jax.data.DataSource`), so evaluation, sampling and checkpoint conversion never
+    read the training split, and ``train`` loads it before its first step.
     """
     seed = cf.integer(config, "seed", 0)
     dataset = cf.choice(config, "data.dataset",
@@ -459,9 +459,9 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     evaluation = _toy_evaluation(config, sde) if is_toy else _image_evaluation(config, sde)
     loss_options = _loss_options(config, sde)
     data = _data(config, run_keys(seed), training.batch_size)
-    loss_fn, qc_loss_fn, lazy_loss_fn = _losses(sde, loss_options,
-                                                data.points if is_toy else None, training.qc_every,
-                                                num_devices)
+    esm_target = data.points if is_toy and loss_options["objective"] == "esm" else None
+    loss_fn, qc_loss_fn, lazy_loss_fn = _losses(sde, loss_options, esm_target,
+                                                training.qc_every, num_devices)
     parameterisation = cf.get(config, "model.parameterisation")
     objective = cf.get(config, "training.objective")
     return Experiment(

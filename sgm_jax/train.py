@@ -303,6 +303,7 @@ def train(experiment: Experiment | ClassifierExperiment, workdir: str, *, mesh=N
     mesh = parallel.data_mesh() if mesh is None else mesh
     parallel.check_batch_divisible(experiment.training.batch_size, mesh.size)
     t = experiment.training
+    experiment.data.load()  # a data set that is not there fails before anything is written
     os.makedirs(workdir, exist_ok=True)
     ckpt = manager(checkpoint_dir(workdir), keep=t.keep_checkpoints, keep_every=t.keep_every)
     state = _initial_state(experiment, ckpt, workdir, mesh)

@@ -30,7 +30,8 @@ def _indexed_points(n):
 def _source(train, test=None, **kwargs):
     splits = {"train": train, "test": train if test is None else test}
     kwargs.setdefault("batch_key", KEY_BATCH)
-    return DataSource(lambda split: splits[split], **kwargs)
+    return DataSource(lambda split: splits[split], event_shape=train.x.shape[1:],
+                      images=train.x.dtype == np.uint8, **kwargs)
 
 
 AUGMENTED = dict(aug_key=KEY_AUG, random_flip=True, uniform_dequantization=True, centered=True)
@@ -237,20 +238,36 @@ def test_eval_batches_cover_every_example_once(process_count):
     assert all(b["x"].shape == (8 // process_count, 4, 4, 3) for b in per_process[0])
 
 
-def test_the_test_split_is_loaded_on_first_use_only():
+def test_each_split_is_loaded_on_first_use_only():
     calls = []
 
     def load(split):
         calls.append(split)
         return _images(12)
 
-    source = DataSource(load, batch_size=4, batch_key=KEY_BATCH)
-    assert calls == ["train"]
+    source = DataSource(load, event_shape=(4, 4, 3), images=True, batch_size=4,
+                        batch_key=KEY_BATCH)
+    assert calls == [] and source.event_shape == (4, 4, 3)
     source.train_batch(5)
+    source.load()
     assert calls == ["train"]
     list(source.eval_batches(5))
     source.num_eval_examples("test")
     assert calls == ["train", "test"]
+
+
+def test_a_split_of_another_shape_or_type_is_refused_when_loaded():
+    source = _source(_images(12), batch_size=4)
+    mismatched = DataSource(lambda split: _images(12, size=8), event_shape=(4, 4, 3),
+                            images=True, batch_size=4, batch_key=KEY_BATCH)
+    with pytest.raises(ValueError, match=r"uint8 examples of shape \(8, 8, 3\); this source "
+                                         r"serves uint8 images of shape \(4, 4, 3\)"):
+        mismatched.load()
+    points = DataSource(lambda split: _images(12), event_shape=(4, 4, 3), images=False,
+                        batch_size=4, batch_key=KEY_BATCH)
+    with pytest.raises(ValueError, match="serves float32 points"):
+        points.train_batch(0)
+    source.load()  # the matching source loads
 
 
 # Argument checks -------------------------------------------------------------------------------
@@ -270,7 +287,7 @@ def test_the_test_split_is_loaded_on_first_use_only():
 ])
 def test_bad_source_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        _source(_images(40), **kwargs)
+        _source(_images(40), **kwargs).load()
 
 
 def test_augmentation_is_for_images_only():
@@ -349,10 +366,12 @@ def test_resize_images_matches_tf_resize_with_antialias():
 
 
 def test_unprepared_data_set_names_the_directory_and_how_to_build_it(tmp_path):
+    source = data.image_source("cifar10", image_size=32, batch_size=4, batch_key=KEY_BATCH,
+                               aug_key=KEY_AUG, random_flip=False, uniform_dequantization=False,
+                               centered=False, data_dir=str(tmp_path))
+    assert source.event_shape == (32, 32, 3)  # known without the data
     with pytest.raises(FileNotFoundError) as info:
-        data.image_source("cifar10", image_size=32, batch_size=4, batch_key=KEY_BATCH,
-                          aug_key=KEY_AUG, random_flip=False, uniform_dequantization=False,
-                          centered=False, data_dir=str(tmp_path))
+        source.load()
     message = str(info.value)
     assert "'cifar10'" in message and str(tmp_path) in message
     assert "tfds build cifar10 --data_dir=" in message and "TFDS_DATA_DIR" in message

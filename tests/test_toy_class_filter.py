@@ -55,4 +55,4 @@ def test_classes_need_a_labelled_data_set_and_enough_rows():
                         batch_size=10, classes=(0,))
     with pytest.raises(ValueError, match=r"at most the number of training examples \(150\); "
                                          r"got 151"):
-        _moons(300, 151, classes=(0,))
+        _moons(300, 151, classes=(0,)).load()

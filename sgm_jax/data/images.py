@@ -203,13 +203,15 @@ def image_source(
 ) -> DataSource:
     """The data source of the image data set ``name`` (see :data:`IMAGE_DATASETS`), with
     score_sde's preprocessing (``data.random_flip``, ``uniform_dequantization``,
-    ``data.centered``). The training split is loaded now (so a tfds set that is not prepared
-    fails here, before any other work), the "test" split on first use. ``num_channels``, when
-    given, must be the set's channel count. See :class:`~sgm_jax.data.source.DataSource`.
+    ``data.centered``). Each split is loaded on its first use (``DataSource.load`` loads the
+    training split at once, so that a tfds set that is not prepared fails before a run's first
+    step). ``num_channels``, when given, must be the set's channel count. See
+    :class:`~sgm_jax.data.source.DataSource`.
     """
     spec = _check_request(name, image_size, num_channels)
     return DataSource(
         functools.partial(load_split, name, image_size=image_size, data_dir=data_dir),
+        event_shape=(image_size, image_size, spec.num_channels), images=True,
         batch_size=batch_size, batch_key=batch_key, aug_key=aug_key, random_flip=random_flip,
         uniform_dequantization=uniform_dequantization, centered=centered,
         num_classes=spec.num_classes, process_index=process_index, process_count=process_count)

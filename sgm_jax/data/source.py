@@ -1,7 +1,7 @@
 """The data-source interface and the one batching rule, for toy points and images alike.
 
-A :class:`DataSource` holds the training split of a data set in host memory (uint8 images
-``[N, H, W, C]`` or float32 points ``[N, *event]``, with int32 labels) and serves
+A :class:`DataSource` holds the splits of a data set in host memory once they are first used
+(uint8 images ``[N, H, W, C]`` or float32 points ``[N, *event]``, with int32 labels) and serves
 
   * ``train_batch(step)``: this process's rows of global training batch ``step``;
   * ``eval_batches(batch_size, split)``: this process's rows of consecutive evaluation batches,
@@ -137,11 +137,19 @@ def _check_bool(name: str, value) -> bool:
 class DataSource:
     """Batches of one data set for training and evaluation (see the module docstring).
 
+    Nothing is read when the source is made: each split is loaded on its first use (then kept),
+    so building a run's objects reads no data, and a command that needs no training data
+    (evaluation of a converted checkpoint, sampling) never loads it. :meth:`load` reads the
+    training split at once, for a run that wants a missing data set to fail before its first
+    step.
+
     Args:
-      load_split: ``split -> Split`` for ``split`` in :data:`SPLITS`; "train" is loaded at
-        construction, "test" on first use (then kept).
+      load_split: ``split -> Split`` for ``split`` in :data:`SPLITS`.
+      event_shape: the shape of one example, ``(H, W, C)`` for images; every split loaded must
+        have it.
+      images: True for uint8 images, False for float32 points.
       batch_size: the global training batch size B; it must divide by ``process_count`` and be
-        at most the number N of training examples.
+        at most the number N of training examples (checked when the training split is loaded).
       batch_key: the key of the epoch permutations.
       aug_key: the key of the augmentation; needed when ``random_flip`` or
         ``uniform_dequantization`` is set.
@@ -161,6 +169,8 @@ class DataSource:
         self,
         load_split: Callable[[str], Split],
         *,
+        event_shape: tuple[int, ...],
+        images: bool,
         batch_size: int,
         batch_key: Array,
         aug_key: Array | None = None,
@@ -180,36 +190,36 @@ class DataSource:
             raise ValueError(
                 f"process_index must be an integer in [0, {self.process_count}); "
                 f"got {self.process_index!r}.")
+        event_shape = tuple(event_shape)
+        if not event_shape or any(isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                                  or n < 1 for n in event_shape):
+            raise ValueError(f"event_shape must be a non-empty tuple of positive integers; got "
+                             f"{event_shape!r}.")
+        self.event_shape = tuple(int(n) for n in event_shape)
         self.batch_size = batch_size
         self.local_batch_size = self._local_size("batch_size", batch_size)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or (
                 num_classes < 0):
             raise ValueError(f"num_classes must be an integer >= 0; got {num_classes!r}.")
         self.num_classes = int(num_classes)
+        self._is_image = _check_bool("images", images)
         self._random_flip = _check_bool("random_flip", random_flip)
         self._dequantize = _check_bool("uniform_dequantization", uniform_dequantization)
         centered = _check_bool("centered", centered)
+        if self._is_image and len(self.event_shape) != 3:
+            raise ValueError(f"images need event_shape (H, W, C); got {self.event_shape}.")
+        if not self._is_image and (self._random_flip or self._dequantize or centered):
+            raise ValueError(
+                "random_flip, uniform_dequantization and centered apply to uint8 images only; "
+                f"got them set ({random_flip}, {uniform_dequantization}, {centered}) for float32 "
+                f"points of shape {self.event_shape}.")
         if (self._random_flip or self._dequantize) and aug_key is None:
             raise ValueError(
                 "aug_key must be a PRNG key when random_flip or uniform_dequantization is set; "
                 "got None.")
 
         self._load_split = load_split
-        train = load_split("train")
-        self._splits = {"train": train}
-        self._is_image = train.x.dtype == np.uint8
-        if not self._is_image and (self._random_flip or self._dequantize or centered):
-            raise ValueError(
-                "random_flip, uniform_dequantization and centered apply to uint8 images only; "
-                f"got them set ({random_flip}, {uniform_dequantization}, {centered}) for float32 "
-                f"points of shape {train.x.shape}.")
-        num_examples = train.x.shape[0]
-        if batch_size > num_examples:
-            raise ValueError(
-                f"batch_size must be at most the number of training examples ({num_examples}); "
-                f"got {batch_size}.")
-        self.event_shape = tuple(train.x.shape[1:])
-        self.steps_per_epoch = num_examples // batch_size
+        self._splits: dict[str, Split] = {}
         self.scaler = get_data_scaler(centered)
         self.inverse_scaler = get_data_inverse_scaler(centered)
         self._batch_key = jax.device_put(batch_key, host_cpu())
@@ -218,16 +228,25 @@ class DataSource:
             self.local_batch_size)
         self._epoch_permutation = (-1, None)
 
+    def load(self) -> None:
+        """Load the training split now (a data set that is not there fails here)."""
+        self._split("train")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """N // B: the training batches of one epoch (the remainder is dropped)."""
+        return self.num_eval_examples("train") // self.batch_size
+
     @property
     def points(self) -> np.ndarray:
         """The whole training split as stored: float32 points ``[N, *event]`` in model space
         (toy: ``[N, 2]``), or uint8 images ``[N, H, W, C]``."""
-        return self._splits["train"].x
+        return self._split("train").x
 
     @property
     def labels(self) -> np.ndarray:
         """The int32 labels ``[N]`` of the training split (zeros when unlabelled)."""
-        return self._splits["train"].labels
+        return self._split("train").labels
 
     def _local_size(self, name: str, batch_size: int) -> int:
         check_positive_int(name, batch_size)
@@ -240,7 +259,19 @@ class DataSource:
     def _split(self, split: str) -> Split:
         check_choice("split", split, SPLITS)
         if split not in self._splits:
-            self._splits[split] = self._load_split(split)
+            data = self._load_split(split)
+            if tuple(data.x.shape[1:]) != self.event_shape or (
+                    data.x.dtype == np.uint8) != self._is_image:
+                raise ValueError(
+                    f"the {split} split holds {data.x.dtype} examples of shape "
+                    f"{data.x.shape[1:]}; this source serves "
+                    f"{'uint8 images' if self._is_image else 'float32 points'} of shape "
+                    f"{self.event_shape}.")
+            if split == "train" and self.batch_size > data.x.shape[0]:
+                raise ValueError(
+                    f"batch_size must be at most the number of training examples "
+                    f"({data.x.shape[0]}); got {self.batch_size}.")
+            self._splits[split] = data
         return self._splits[split]
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -262,7 +293,7 @@ class DataSource:
             raise ValueError(f"step must be an integer >= 0; got {step!r}.")
         epoch, block = divmod(int(step), self.steps_per_epoch)
         index = self._permutation(epoch)[block * self.batch_size + self._rows]
-        train = self._splits["train"]
+        train = self._split("train")
         x, labels = train.x[index], train.labels[index]
         if not (self._random_flip or self._dequantize):  # both are False for points
             return {"x": self._model_space(x), "label": labels}

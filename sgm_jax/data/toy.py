@@ -186,8 +186,8 @@ def toy_source(
     only (the DLSM poster's posterior-SM baseline, Fig. 1 (c), one score model per class). The
     batch rule then runs over those rows; ``batch_size`` must be at most their number.
     """
-    x, labels = make_toy_dataset(name, data_key, num_points, return_labels=True)
-    x, labels = np.asarray(x), np.asarray(labels)
+    get_toy_dataset(name)
+    check_positive_int("num_points", num_points)
     num_classes = TOY_NUM_CLASSES[name]
     if classes is not None:
         allowed = list(range(num_classes))
@@ -197,9 +197,17 @@ def toy_source(
             raise ValueError(f"classes must be a non-empty tuple of labels of {name!r}, allowed: "
                              f"{allowed if num_classes else 'none (unlabelled data set)'}; got "
                              f"{classes!r}.")
-        keep = np.isin(labels, np.asarray(classes, labels.dtype))
-        x, labels = x[keep], labels[keep]
-    points = Split(x, labels)
+
+    @functools.cache
+    def points() -> Split:
+        x, labels = make_toy_dataset(name, data_key, num_points, return_labels=True)
+        x, labels = np.asarray(x), np.asarray(labels)
+        if classes is not None:
+            keep = np.isin(labels, np.asarray(classes, labels.dtype))
+            x, labels = x[keep], labels[keep]
+        return Split(x, labels)
+
     return DataSource(
-        lambda split: points, batch_size=batch_size, batch_key=batch_key,
-        num_classes=num_classes, process_index=process_index, process_count=process_count)
+        lambda split: points(), event_shape=(2,), images=False, batch_size=batch_size,
+        batch_key=batch_key, num_classes=num_classes, process_index=process_index,
+        process_count=process_count)

@@ -14,7 +14,8 @@ Classifier (stage 2, ``configs/classifier/cifar{10,100}_classifier_resnet{18,34}
 
 * ``resnet_cond`` ResNet-18 (CIFAR-10) / ResNet-34 (CIFAR-100), width 64, on log σ_t with 32
   Gaussian Fourier frequencies of scale 16 and a 128-wide embedding (official ``nf`` 32,
-  ``fourier_scale`` 16); GroupNorm instead of BatchNorm (``sgm_jax.models.classifiers``);
+  ``fourier_scale`` 16): the released network with its BatchNorm, batch statistics while
+  training and running statistics for guidance and evaluation (``sgm_jax.models.classifiers``);
 * batch 150, 60,000 steps, Adam 2e-4 (β 0.9 / 0.999, eps 1e-8), warm-up 0 (CIFAR-10) / 1,000
   (CIFAR-100), clipping 1, test accuracy every 500 steps, a checkpoint every 5,000; no EMA
   (``ema_rate`` 0: the official code saves the raw weights);

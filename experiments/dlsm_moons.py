@@ -332,7 +332,7 @@ def classifier_objectives(base: ClassifierExperiment, total: ClassifierExperimen
     classifiers on the same ``num_batches`` noisy training batches (``total.batch_loss``, batch
     i of the classifier's data source with the key ``fold_in(eval_key, i)``): the means."""
     aux = jax.jit(lambda params, frozen, batch, key: total.batch_loss(params, batch, key,
-                                                                      frozen=frozen)[1])
+                                                                      frozen=frozen)[1][0])
     out = {}
     for name, experiment in (("ce", base), ("total", total)):
         score_params, params, _, _ = dlsm.load_models(experiment, dirs[name])

@@ -3,10 +3,19 @@ checkpoint folders (atomic, multi-host; a run's folder is ``WORKDIR/checkpoints`
 
     state = load_checkpoint(experiment, workdir)           # the latest, replicated over the mesh
     step, score_model = restore_score_model(experiment, workdir)   # its EMA score model
+    variables = eval_variables(state)                      # EMA parameters + running statistics
+
+A network's variables (``init`` of its Flax module) split into the trained ``params``
+collection, which the optimiser and the EMA see, and its **model state**: the other
+collections, e.g. the BatchNorm running statistics ``batch_stats`` of the DLSM classifier
+(:func:`sgm_jax.models.split_variables`). The train step updates the model state, checkpoints
+hold it, and evaluation uses it beside the EMA parameters. Score networks have none (their
+examples never interact, DESIGN §3.1): their model state is ``{}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from sgm_jax import parallel
+from sgm_jax.models import split_variables
 
 if TYPE_CHECKING:
     from sgm_jax.experiment import Experiment
@@ -25,24 +35,34 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a run needs to continue: ``step`` (int32 scalar, updates done), ``params``,
-    ``opt_state`` (optax), ``ema_params`` (exponential moving average of ``params``) and
-    ``key`` (raw uint32 PRNG key; step k's loss key is ``fold_in(key, k)``)."""
+    """Everything a run needs to continue: ``step`` (int32 scalar, updates done), ``params``
+    (``{"params": ...}``), ``opt_state`` (optax), ``ema_params`` (exponential moving average of
+    ``params``), ``key`` (raw uint32 PRNG key; step k's loss key is ``fold_in(key, k)``) and
+    ``model_state`` (the network's other collections, e.g. ``{"batch_stats": ...}``, updated by
+    every train step and not averaged: running statistics are already averages; ``{}`` for a
+    network without)."""
 
     step: Array
     params: Any
     opt_state: Any
     ema_params: Any
     key: Array
+    model_state: Any
+
+
+def eval_variables(state: TrainState) -> dict:
+    """The variables evaluation and sampling use: the EMA parameters with the model state."""
+    return {**state.ema_params, **state.model_state}
 
 
 def init_state(experiment: Experiment) -> TrainState:
-    """The state before the first step: parameters from the "init" key, EMA = parameters."""
+    """The state before the first step: variables from the "init" key, EMA = parameters."""
     keys = experiment.keys()
-    params = experiment.init_params(keys["init"])
+    params, model_state = split_variables(experiment.init_params(keys["init"]))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=experiment.optimizer.init(params),
-                      ema_params=jax.tree.map(jnp.copy, params), key=keys["train"])
+                      ema_params=jax.tree.map(jnp.copy, params), key=keys["train"],
+                      model_state=model_state)
 
 
 def abstract_state(experiment: Experiment, mesh) -> TrainState:
@@ -50,6 +70,26 @@ def abstract_state(experiment: Experiment, mesh) -> TrainState:
     repl = parallel.replicated_sharding(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
                         jax.eval_shape(lambda: init_state(experiment)))
+
+
+def restore_state(reader: ocp.CheckpointManager, step: int, abstract: TrainState) -> TrainState:
+    """The state saved at ``step`` by ``reader``, shaped as ``abstract``. A checkpoint written
+    before ``TrainState`` had ``model_state`` restores with ``model_state={}`` when the network
+    has no model state (score networks); otherwise the mismatch is raised."""
+    try:
+        return reader.restore(step, args=ocp.args.StandardRestore(abstract))
+    except ValueError:
+        if abstract.model_state:
+            raise
+        fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+                  if f.name != "model_state"}
+        try:
+            restored = reader.restore(step, args=ocp.args.StandardRestore(fields))
+        except ValueError:
+            pass  # not the earlier layout either: report the first error
+        else:
+            return TrainState(**restored, model_state={})
+        raise
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -81,8 +121,7 @@ def restore_step(directory: str, step: int, experiment: Experiment, mesh) -> Tra
             raise ValueError(
                 f"no checkpoint for step {step} in {directory}; available: {sorted(steps)}.")
         try:
-            return reader.restore(step, args=ocp.args.StandardRestore(
-                abstract_state(experiment, mesh)))
+            return restore_state(reader, step, abstract_state(experiment, mesh))
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(
                 f"the checkpoint of step {step} in {directory} does not fit this experiment's "

@@ -21,6 +21,20 @@ A DLSM config is a score-model config plus three sections (``configs/default_dls
 The classifier's randomness comes from the run's seed: its keys are those of
 :func:`sgm_jax.experiment.run_keys` folded with :data:`CLASSIFIER_STREAM`, so the score model
 and the classifier of one seed never share a key.
+
+**Modes, as the official code** (``run_lib_classifier.py``, ``losses.py``, ``sampling.py``).
+The classifier trains in training mode: the BatchNorm ResNet normalises by the statistics of
+the perturbed batch and updates its running statistics once per step (``TrainState.model_state``,
+:mod:`sgm_jax.checkpoints`), and the DLSM term's likelihood score is the gradient of the batch
+sum of log p(y | x̃) (the official ``autograd.grad`` with one-hot ``grad_outputs``), which mixes
+examples through the batch statistics exactly as the released training did. This is accepted,
+against DESIGN §3.1, because it is the released network and its training; every other use is in
+evaluation mode with the running statistics, where examples are independent and per-example
+gradients exact: the evaluation loss during training (the official accuracy step runs in
+``eval()`` mode), guided sampling and the conditional evaluation (:meth:`logits_model`,
+:meth:`posterior_score_model`). The EMA (``classifier.optim.ema_rate``; 0 in the DLSM configs,
+which save the raw weights as the official code) averages the parameters only; the running
+statistics are used as they are.
 """
 
 from __future__ import annotations
@@ -116,41 +130,61 @@ class ClassifierExperiment:
         return jax.random.fold_in(self.score.eval_key(), CLASSIFIER_STREAM)
 
     def init_params(self, key: Array) -> Any:
+        """The network's variables (parameters and, for the ResNet, running statistics) for
+        one example of the data's event shape."""
         x = jnp.zeros((1, *self.event_shape), jnp.float32)
         return self.network.init(key, x, jnp.ones((1,), jnp.float32))
 
-    def logits_model(self, params: Any, *, train: bool = False,
-                     dropout_key: Array | None = None) -> LogitsModel:
-        """``logits_model(x, t) -> [B, num_classes]`` of the classifier with ``params``."""
+    def logits_model(self, variables: Any) -> LogitsModel:
+        """``logits_model(x, t) -> [B, num_classes]`` of the classifier with ``variables``
+        (parameters and model state, :func:`sgm_jax.checkpoints.eval_variables`) in evaluation
+        mode: running statistics, examples independent."""
         condition, network = conditioning_fn(self.condition, self.score.sde), self.network
-        if train:
-            rngs = {"dropout": dropout_key}
-            return lambda x, t: network.apply(params, x, condition(t), train=True, rngs=rngs)
-        return lambda x, t: network.apply(params, x, condition(t))
+        return lambda x, t: network.apply(variables, x, condition(t))
 
-    def posterior_score_model(self, score_params: Any, params: Any, labels: Array) -> ScoreModel:
+    def training_logits_model(self, params: Any, model_state: Any,
+                              dropout_key: Array) -> Callable[[Array, Array], tuple[Array, Any]]:
+        """``(x, t) -> (logits, model_state)`` of the classifier in training mode: batch
+        statistics, and the collections of ``model_state`` (mutable) updated by the pass."""
+        condition, network = conditioning_fn(self.condition, self.score.sde), self.network
+        variables, mutable = {**params, **model_state}, list(model_state)
+        rngs = {"dropout": dropout_key}
+        return lambda x, t: network.apply(variables, x, condition(t), train=True, rngs=rngs,
+                                          mutable=mutable)
+
+    def posterior_score_model(self, score_params: Any, variables: Any,
+                              labels: Array) -> ScoreModel:
         """The conditional score s(x, t) + α ∇ₓ log p(y | x, t) of the score model with
-        ``score_params`` and the classifier with ``params`` at ``labels`` [B] (guidance α)."""
+        ``score_params`` and the classifier with ``variables`` (evaluation mode,
+        :meth:`logits_model`) at ``labels`` [B] (guidance α)."""
         return guidance.posterior_score_model(self.score.score_model(score_params),
-                                              self.logits_model(params), labels, self.scale)
+                                              self.logits_model(variables), labels, self.scale)
 
     def training_loss_fn(self, with_qc: bool = True) -> classifier_loss.ClassifierLossFn:
         del with_qc  # no regulariser
         return self.loss_fn
 
-    def batch_loss(self, params: Any, batch: dict, key: Array, *,
+    def batch_loss(self, params: Any, batch: dict, key: Array, *, model_state: Any = None,
                    loss_fn: classifier_loss.ClassifierLossFn | None = None, frozen: Any = None,
-                   dropout_key: Array | None = None) -> tuple[Array, dict]:
-        """``loss_fn`` (default ``self.loss_fn``) of the classifier with ``params`` against the
-        frozen score model of the parameters ``frozen`` on ``batch`` ("x", "label")."""
-        logits_model = self.logits_model(params, train=dropout_key is not None,
-                                         dropout_key=dropout_key)
+                   dropout_key: Array | None = None) -> tuple[Array, tuple[dict, Any]]:
+        """``loss_fn`` (default ``self.loss_fn``) of the classifier with ``params`` and
+        ``model_state`` (None: ``{}``) against the frozen score model of the parameters
+        ``frozen`` on ``batch`` ("x", "label"): ``(loss, (aux, model_state))``. With
+        ``dropout_key`` (training) the classifier runs in training mode and the model state
+        comes back updated; without it, in evaluation mode, unchanged (module docstring)."""
+        model_state = {} if model_state is None else model_state
         score_model = None if frozen is None else self.score.score_model(frozen)
         if score_model is None and self.objective != "ce":
             raise ValueError(f"classifier.training.objective={self.objective!r} needs the frozen "
                              "score model's parameters (frozen=None was given).")
-        return (loss_fn or self.loss_fn)(logits_model, score_model, batch["x"], batch["label"],
-                                          key)
+        loss_fn = loss_fn or self.loss_fn
+        x, labels = batch["x"], batch["label"]
+        if dropout_key is None:
+            loss, aux = loss_fn(self.logits_model({**params, **model_state}), score_model, x,
+                                labels, key)
+            return loss, (aux, model_state)
+        return loss_fn(self.training_logits_model(params, model_state, dropout_key), score_model,
+                       x, labels, key, has_state=True)
 
 
 def classifier_keys(seed: int) -> dict[str, Array]:

@@ -8,7 +8,9 @@ generation (DLSM poster Eqs. 4–7).
 ``score_model(x, t) -> s`` the frozen unconditional score model (its output's gradient is
 stopped: only the classifier learns). For each example t ~ U(eps, T), z ~ N(0, I) and
 x̃ = c(t) x0 + σ_t z (the SDE's perturbation kernel, as the score model's DSM), and with
-g = ∇_x̃ log softmax(f(x̃, t))_y (:func:`sgm_jax.losses.class_log_likelihood_grad`):
+g = ∇_x̃ log softmax(f(x̃, t))_y (:func:`sgm_jax.losses.class_log_likelihood_grad`, the gradient
+of the batch sum, as the official code; per example when the classifier's examples are
+independent):
 
 * ``"ce"``    L_CE = mean_b[ −log softmax(f(x̃, t))_y ] (the cross-entropy of Eq. 4, "base");
 * ``"dlsm"``  L_DLSM = mean_b[ λ(t) · ½‖g + s(x̃, t) + z/σ_t‖² ] (Eq. 6: the posterior score
@@ -22,6 +24,11 @@ code's ``weighting_dlsm`` = 0); ``reduce_mean=True`` divides it by the event siz
 codes average over dimensions). The cross-entropy is never weighted (both official codes use
 ``weighting_ce`` = 0). BUILD.md maps the configs' settings to the official ones.
 
+**A classifier with a model state** (the BatchNorm ResNet in training mode) is passed as
+``logits_model(x, t) -> (logits, state)`` with ``loss_fn(..., has_state=True)``: its one forward
+pass at x̃ gives the logits and the updated state (the running statistics, updated once per
+step as in the official training step), and the loss returns ``(loss, (aux, state))``.
+
 **Keys.** ``key`` splits as ``kt, kz = jax.random.split(key)``: t = ``uniform(kt, [B], eps, T)``,
 z = ``normal(kz, x0.shape)``.
 """
@@ -29,7 +36,7 @@ z = ``normal(kz, x0.shape)``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +49,7 @@ from sgm_jax.sde import SDE
 Array = jax.Array
 ScoreModel = Callable[[Array, Array], Array]
 LogitsModel = Callable[[Array, Array], Array]
-ClassifierLossFn = Callable[[LogitsModel, ScoreModel, Array, Array, Array], tuple[Array, dict]]
+ClassifierLossFn = Callable[..., tuple[Array, Any]]
 
 OBJECTIVES = ("ce", "dlsm", "total")
 DLSM_WEIGHTINGS = ("sigma2", "sigma4", "one")
@@ -63,7 +70,9 @@ def get_classifier_loss_fn(
     reduce_mean: bool = False,
     eps: float = 1e-5,
 ) -> ClassifierLossFn:
-    """``loss_fn(logits_model, score_model, x0, y, key) -> (loss, aux)`` (module docstring).
+    """``loss_fn(logits_model, score_model, x0, y, key, *, has_state=False) -> (loss, aux)``
+    (module docstring); with ``has_state`` ``logits_model`` returns ``(logits, state)`` and the
+    result is ``(loss, (aux, state))``.
 
     ``aux`` holds the batch means ``"ce"`` (the cross-entropy), ``"dlsm"`` (the weighted DLSM
     term; 0 for ``"ce"``, which computes no likelihood score), ``"accuracy"`` (argmax of the
@@ -77,7 +86,7 @@ def get_classifier_loss_fn(
         raise ValueError(f"eps must lie in (0, T = {sde.T}); got {eps!r}.")
 
     def loss_fn(logits_model: LogitsModel, score_model: ScoreModel, x0: Array, y: Array,
-                key: Array) -> tuple[Array, dict]:
+                key: Array, *, has_state: bool = False) -> tuple[Array, Any]:
         val.check_batched("x0", x0)
         val.check_labels("y", y, x0)
         kt, kz = jax.random.split(key)
@@ -86,14 +95,19 @@ def get_classifier_loss_fn(
         sig = per_example(std, x0)
         z = jax.random.normal(kz, x0.shape, x0.dtype)
         x_tilde = mean + sig * z
-        logits_fn = lambda u: logits_model(u, t)  # noqa: E731
+
+        def forward(u: Array) -> tuple[Array, Any]:
+            out = logits_model(u, t)
+            return out if has_state else (out, None)
+
         if objective == "ce":
-            logits = logits_fn(x_tilde)
+            logits, state = forward(x_tilde)
             val.check_logits(logits, x0)
             log_probs = jax.nn.log_softmax(logits, axis=-1)
             dlsm_mean = jnp.zeros((), x0.dtype)
         else:
-            g, log_probs = losses.class_log_likelihood_grad(logits_fn, x_tilde, y)
+            g, (log_probs, state) = losses.class_log_likelihood_grad(forward, x_tilde, y,
+                                                                     has_aux=True)
             s = jax.lax.stop_gradient(val.checked_call(lambda u: score_model(u, t), x_tilde))
             values = losses.dsm_from_score(g + s, z, sig)
             if reduce_mean:
@@ -103,6 +117,7 @@ def get_classifier_loss_fn(
         total = {"ce": ce_mean, "dlsm": dlsm_mean, "total": dlsm_mean + ce_weight * ce_mean}[
             objective]
         accuracy = jnp.mean((jnp.argmax(log_probs, axis=-1) == y).astype(x0.dtype))
-        return total, {"loss": total, "ce": ce_mean, "dlsm": dlsm_mean, "accuracy": accuracy}
+        aux = {"loss": total, "ce": ce_mean, "dlsm": dlsm_mean, "accuracy": accuracy}
+        return (total, (aux, state)) if has_state else (total, aux)
 
     return loss_fn

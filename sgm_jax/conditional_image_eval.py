@@ -8,8 +8,8 @@
 sampler (``sampling.*``, predictor and corrector alike) following the posterior score
 s(x, t) + α ∇ₓ log p(y | x, t) of the configured guidance
 (:meth:`ClassifierExperiment.posterior_score_model`): the EMA parameters of the score checkpoint
-the classifier was trained against and of the classifier checkpoint ``eval.checkpoint``
-(:func:`sgm_jax.dlsm.load_models`). Class y is drawn in ⌈n / ``eval.batch_size``⌉ global batches
+the classifier was trained against and of the classifier checkpoint ``eval.checkpoint`` with its
+running statistics, the classifier in evaluation mode (:func:`sgm_jax.dlsm.load_models`). Class y is drawn in ⌈n / ``eval.batch_size``⌉ global batches
 of equal size (n split evenly, rounded up to a multiple of the device count; the surplus of the
 last batch is dropped), each sharded over the mesh (:class:`sgm_jax.image_eval.BatchSampler`);
 batch j of class y uses the key ``fold_in(fold_in(k, y), j)``. Every batch is one unit of a

@@ -100,13 +100,14 @@ def train_pipeline(experiment: ClassifierExperiment, workdir: str, *, mesh=None)
 
 def load_models(experiment: ClassifierExperiment, workdir: str, *, mesh=None
                 ) -> tuple[Any, Any, int, dict]:
-    """``(score EMA params, classifier EMA params, classifier step, score record)`` of the DLSM
-    run in ``workdir``: the classifier checkpoint ``eval.checkpoint`` (−1: the latest) and the
-    score checkpoint it was trained against."""
+    """``(score EMA params, classifier variables, classifier step, score record)`` of the DLSM
+    run in ``workdir``: the classifier checkpoint ``eval.checkpoint`` (−1: the latest), its EMA
+    parameters with its running statistics (:func:`sgm_jax.checkpoints.eval_variables`), and
+    the score checkpoint it was trained against."""
     score_params, record = frozen_score(experiment, workdir, mesh=mesh)
     state = checkpoints.load_checkpoint(experiment, classifier_workdir(workdir),
                                         experiment.evaluation.checkpoint, mesh=mesh)
-    return score_params, state.ema_params, int(state.step), record
+    return score_params, checkpoints.eval_variables(state), int(state.step), record
 
 
 def evaluate(experiment: ClassifierExperiment, workdir: str) -> dict[str, Any]:

@@ -202,16 +202,19 @@ class Experiment:
             return self.qc_loss_fn
         return self.lazy_loss_fn
 
-    def batch_loss(self, params: Any, batch: dict, key: Array, *,
+    def batch_loss(self, params: Any, batch: dict, key: Array, *, model_state: Any = None,
                    loss_fn: sde_loss.LossFn | None = None, frozen: Any = None,
-                   dropout_key: Array | None = None) -> tuple[Array, dict]:
+                   dropout_key: Array | None = None) -> tuple[Array, tuple[dict, Any]]:
         """``loss_fn`` (default ``self.loss_fn``) of the score model of ``params`` on
-        ``batch["x"]``: ``(loss, aux)``. Dropout runs when ``dropout_key`` is given (training);
-        ``frozen`` is unused (the train step's slot for a classifier's frozen score model)."""
+        ``batch["x"]``: ``(loss, (aux, model_state))``. Dropout runs when ``dropout_key`` is
+        given (training). Score networks have no model state (their examples never interact,
+        DESIGN §3.1): ``model_state`` comes back as given (``{}`` for None). ``frozen`` is unused
+        (the train step's slot for a classifier's frozen score model)."""
         del frozen
         score_model = self.score_model(params, train=dropout_key is not None,
                                        dropout_key=dropout_key)
-        return (loss_fn or self.loss_fn)(score_model, batch["x"], key)
+        loss, aux = (loss_fn or self.loss_fn)(score_model, batch["x"], key)
+        return loss, (aux, {} if model_state is None else model_state)
 
 
 def run_keys(seed: int) -> dict[str, Array]:

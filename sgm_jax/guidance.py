@@ -51,7 +51,9 @@ def check_guidance(method: str, scale: float, objective: str) -> None:
 
 def likelihood_score_model(logits_model: LogitsModel, labels: Array) -> ScoreModel:
     """``(x, t) -> ∇ₓ log p(y | x, t)`` [B, *event] of the classifier ``logits_model(x, t) ->
-    [B, num_classes]`` at the integer ``labels`` y [B]."""
+    [B, num_classes]`` at the integer ``labels`` y [B]. Each row is that example's own
+    likelihood score when the classifier's examples are independent: a BatchNorm network must
+    be in evaluation mode (running statistics), as the official sampler's ``model.eval()``."""
 
     def likelihood_score(x: Array, t: Array) -> Array:
         grad, _ = losses.class_log_likelihood_grad(lambda u: logits_model(u, t), x, labels)

@@ -14,7 +14,7 @@ Random probes ``v`` satisfy E[v vᵀ] = I: Rademacher (±1) or standard Gaussian
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -311,23 +311,31 @@ def dlsm_loss(logits_fn: Callable[[Array], Array], score_fn: ScoreFn, x: Array, 
     return dsm_from_score(classifier_grad + s, z, sig)
 
 
-def class_log_likelihood_grad(logits_fn: Callable[[Array], Array], x: Array, y: Array
-                              ) -> tuple[Array, Array]:
+def class_log_likelihood_grad(logits_fn: Callable[[Array], Any], x: Array, y: Array, *,
+                              has_aux: bool = False) -> tuple[Array, Any]:
     """The likelihood score ∇ₓ log p(y | x) = ∇ₓ log softmax(f(x))_y of a classifier (DLSM
     poster Eq. 4) and the log-probabilities log softmax(f(x)) ``[B, num_classes]`` of the same
-    forward pass (−log p(y | x) is the cross-entropy). ``logits_fn(x) -> [B, num_classes]``,
-    examples independent; ``y`` holds integer labels ``[B]``. The official codes differentiate
-    log(softmax + 1e-8); ``log_softmax`` is the same value without the floor, stable for tiny
-    probabilities."""
+    forward pass (−log p(y | x) is the cross-entropy). ``logits_fn(x) -> [B, num_classes]``;
+    ``y`` holds integer labels ``[B]``. The official codes differentiate log(softmax + 1e-8);
+    ``log_softmax`` is the same value without the floor, stable for tiny probabilities.
+
+    The gradient is that of Σ_b log p(y_b | x_b) with respect to the batch x, as the official
+    ``autograd.grad(log_probs, x, grad_outputs=one_hot(y))``: with examples independent it is
+    each example's own likelihood score; for a network that mixes examples (BatchNorm in
+    training mode) it also carries the other examples' terms through the batch statistics,
+    exactly as the official training step. With ``has_aux``, ``logits_fn`` returns
+    ``(logits, aux)`` and the result is ``(grad, (log_probs, aux))``."""
     val.check_labels("y", y, x)
 
     def log_likelihood(inputs):
-        logits = logits_fn(inputs)
+        out = logits_fn(inputs)
+        logits, aux = out if has_aux else (out, None)
         val.check_logits(logits, x)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
-        return jnp.sum(label_log_probs(log_probs, y)), log_probs
+        return jnp.sum(label_log_probs(log_probs, y)), (log_probs, aux)
 
-    return jax.grad(log_likelihood, has_aux=True)(x)
+    grad, (log_probs, aux) = jax.grad(log_likelihood, has_aux=True)(x)
+    return (grad, (log_probs, aux)) if has_aux else (grad, log_probs)
 
 
 def label_log_probs(log_probs: Array, y: Array) -> Array:

@@ -49,7 +49,7 @@ from absl import logging
 
 from sgm_jax import parallel, plots
 from sgm_jax.checkpoints import (TrainState, abstract_state, checkpoint_dir, init_from_checkpoint,
-                                 init_state, manager)
+                                 init_state, manager, restore_state)
 from sgm_jax.data import Prefetcher
 
 if TYPE_CHECKING:
@@ -67,8 +67,10 @@ def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bo
     The gradient is that of the global batch mean of ``experiment.batch_loss`` with the loss
     ``experiment.training_loss_fn(with_qc)``: for a score model the training loss, or with lazy
     regularisation the loss of a QC step (``with_qc``) or of the other steps; for a classifier
-    its objective, with ``frozen`` the frozen score model's parameters. ``metrics`` holds the
-    loss's ``aux``, ``grad_norm`` and ``param_norm`` (after the update).
+    its objective, with ``frozen`` the frozen score model's parameters. The network runs in
+    training mode from ``state.model_state``, and the state it returns (a classifier's updated
+    BatchNorm statistics; ``{}`` for score networks) becomes the new ``model_state``. ``metrics``
+    holds the loss's ``aux``, ``grad_norm`` and ``param_norm`` (after the update).
     """
     optimizer, ema_rate = experiment.optimizer, experiment.ema_rate
     loss_fn = experiment.training_loss_fn(with_qc)
@@ -78,14 +80,15 @@ def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bo
         dropout_key = jax.random.fold_in(loss_key, 1)
 
         def objective(params):
-            return experiment.batch_loss(params, batch, loss_key, loss_fn=loss_fn, frozen=frozen,
-                                         dropout_key=dropout_key)
+            return experiment.batch_loss(params, batch, loss_key, model_state=state.model_state,
+                                         loss_fn=loss_fn, frozen=frozen, dropout_key=dropout_key)
 
-        grads, aux = jax.grad(objective, has_aux=True)(state.params)
+        grads, (aux, model_state) = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                            model_state=model_state)
         norms = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
         return new, {**aux, **norms}
 
@@ -167,14 +170,16 @@ class TrainStep:
 
 
 def make_eval_step(experiment: Experiment | ClassifierExperiment, mesh):
-    """A jitted ``eval_loss(ema_params, batch, key, frozen) -> loss``: ``experiment.loss_fn`` of
-    the EMA parameters (no dropout) on a sharded batch, as score_sde's evaluation step."""
+    """A jitted ``eval_loss(ema_params, model_state, batch, key, frozen) -> loss``:
+    ``experiment.loss_fn`` of the EMA parameters in evaluation mode (no dropout, running
+    statistics) on a sharded batch, as score_sde's evaluation step."""
     repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
 
-    def eval_loss(params, batch, key, frozen):
-        return experiment.batch_loss(params, batch, key, frozen=frozen)[0]
+    def eval_loss(params, model_state, batch, key, frozen):
+        return experiment.batch_loss(params, batch, key, model_state=model_state,
+                                     frozen=frozen)[0]
 
-    return jax.jit(eval_loss, in_shardings=(repl, shard, repl, repl), out_shardings=repl)
+    return jax.jit(eval_loss, in_shardings=(repl, repl, shard, repl, repl), out_shardings=repl)
 
 
 def _write_json(path: str, content: dict | str) -> None:
@@ -232,7 +237,7 @@ class _Evaluator:
                 break
         batch = parallel.shard_batch({"x": batch["x"], "label": batch["label"]}, self.mesh)
         key = jax.random.fold_in(self.experiment.eval_key(), step)
-        return float(self.step_fn(state.ema_params, batch, key, self.frozen))
+        return float(self.step_fn(state.ema_params, state.model_state, batch, key, self.frozen))
 
 
 class SnapshotSampler:
@@ -271,8 +276,7 @@ def _initial_state(experiment: Experiment | ClassifierExperiment, ckpt, workdir:
     latest = ckpt.latest_step()
     if latest is not None:
         logging.info("Resuming from step %d in %s.", latest, checkpoint_dir(workdir))
-        return ckpt.restore(latest, args=ocp.args.StandardRestore(
-            abstract_state(experiment, mesh)))
+        return restore_state(ckpt, latest, abstract_state(experiment, mesh))
     if experiment.training.init_from:
         state = init_from_checkpoint(experiment, mesh)
         logging.info("Starting from step %d of %s.", int(state.step),

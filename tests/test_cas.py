@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sgm_jax.metrics import cas
+from sgm_jax.models.classifiers import TorchBatchNorm
 
 NUM_TEST = 1000
 SETTINGS = dict(steps=200, batch_size=64, lr=1e-2)  # shared shapes: one compilation
@@ -25,6 +26,19 @@ class TinyClassifier(nn.Module):
         del cond  # unconditional
         h = nn.swish(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
         return nn.Dense(self.num_classes)(h)
+
+
+class BatchNormClassifier(nn.Module):
+    """TinyClassifier with a BatchNorm after its hidden layer: a network with a model state."""
+
+    num_classes: int = 2
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, x, cond, train: bool = False):
+        del cond  # unconditional
+        h = TorchBatchNorm()(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)), train)
+        return nn.Dense(self.num_classes)(nn.swish(h))
 
 
 def blobs(labels, seed):
@@ -88,6 +102,22 @@ def test_any_event_shape(data):
     images = cas(TinyClassifier(), train_x.reshape(-1, 1, 2, 1), train_y,
                  test_x.reshape(-1, 1, 2, 1), test_y, **settings)
     assert images == flat
+
+
+def test_a_batch_norm_network_trains_on_batch_statistics_and_tests_on_running_ones(data):
+    """Inputs far from the BatchNorm's initial running statistics (×50, +200): trained in
+    training mode with its running statistics kept, the network scores as the plain one, and
+    its accuracies do not depend on how the test set is batched or padded (evaluation mode).
+    Catches running statistics that are not carried between steps (testing with the initial
+    ones fails) and testing with batch statistics (the batching changes the result)."""
+    train_x, train_y, test_x, test_y = data
+    shift = lambda x: 50.0 * x + 200.0  # noqa: E731
+    run = lambda eval_batch_size: cas(  # noqa: E731
+        BatchNormClassifier(), shift(train_x), train_y, shift(test_x), test_y,
+        key=jax.random.key(0), eval_batch_size=eval_batch_size, **SETTINGS)
+    got = run(7)
+    assert got["cas"] >= 0.95 and got["train_accuracy"] >= 0.95
+    assert run(NUM_TEST) == got
 
 
 @pytest.mark.parametrize("change,match", [

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sgm_jax import classifier_loss, guidance, losses
+from sgm_jax import classifier_loss, guidance, losses, models
 from sgm_jax.sde import VESDE, VPSDE
 
 D, C, B = 3, 4, 6
@@ -137,3 +137,39 @@ def test_bad_arguments_raise():
         classifier_loss.get_classifier_loss_fn(VESDE(0.01, 5.0), dlsm_weighting="sigma3")
     with pytest.raises(ValueError, match="ce_weight"):
         classifier_loss.get_classifier_loss_fn(VESDE(0.01, 5.0), ce_weight=-1.0)
+
+
+@pytest.mark.parametrize("objective", ["ce", "total"])  # the two paths ("dlsm" is total's)
+def test_a_stateful_classifier_returns_the_state_of_its_one_forward_pass(objective):
+    """``has_state=True`` with a BatchNorm ResNet in training mode: the loss and aux are those
+    of the same network's logits without the state, and the state is that of one training-mode
+    pass at x̃ (t, z drawn as the module docstring says), as the official step updates the
+    running statistics once. Catches the state of a pass at x0 instead of x̃, of a second pass,
+    or the initial state returned unchanged."""
+    sde = VESDE(0.01, 5.0)
+    net = models.ConditionalResNet(width=4, nf=4, temb_dim=8, num_classes=C)
+    x0 = jax.random.normal(jax.random.PRNGKey(1), (B, 8, 8, 3))
+    y = jnp.arange(B) % C
+    variables = net.init(jax.random.PRNGKey(2), x0, jnp.zeros(B))
+    params, state = models.split_variables(variables)
+
+    def stateful(x, t):
+        return net.apply({**params, **state}, x, jnp.log(sde.marginal_std(t)), train=True,
+                         mutable=["batch_stats"])
+
+    key = jax.random.PRNGKey(3)
+    loss_fn = classifier_loss.get_classifier_loss_fn(sde, objective, dlsm_weighting="one")
+    score = lambda x, t: -0.7 * x  # noqa: E731
+    loss, (aux, new) = jax.jit(lambda k: loss_fn(stateful, score, x0, y, k, has_state=True))(key)
+    plain_loss, plain_aux = jax.jit(lambda k: loss_fn(lambda x, t: stateful(x, t)[0], score, x0,
+                                                      y, k))(key)
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-6)
+    for name, value in plain_aux.items():
+        np.testing.assert_allclose(aux[name], value, rtol=1e-6, atol=1e-7)
+    kt, kz = jax.random.split(key)
+    t = jax.random.uniform(kt, (B,), jnp.float32, 1e-5, sde.T)
+    x_tilde = x0 + sde.marginal_std(t)[:, None, None, None] * jax.random.normal(kz, x0.shape)
+    expected = stateful(x_tilde, t)[1]
+    for got, want in zip(jax.tree.leaves(new), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert jax.tree.structure(new) == jax.tree.structure(state)

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from sgm_jax._validation import check_class_labels, check_positive, check_positive_int
+from sgm_jax.models.registry import split_variables
 
 Array = jax.Array
 
@@ -45,41 +46,57 @@ def _check_inputs(name: str, inputs) -> Array:
     return inputs
 
 
-def _logits(network: nn.Module, params, x: Array) -> Array:
-    return network.apply(params, x, jnp.zeros(x.shape[:1], x.dtype))
+def _logits(network: nn.Module, variables, x: Array) -> Array:
+    """Evaluation mode (a BatchNorm network's running statistics)."""
+    return network.apply(variables, x, jnp.zeros(x.shape[:1], x.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("network", "batch_size"), donate_argnums=(2, 3))
-def _step(network: nn.Module, batch_size: int, params, opt_state, x_all: Array, y_all: Array,
-          key: Array, lr: Array):
+def _training_logits(network: nn.Module, params, model_state, x: Array) -> tuple[Array, dict]:
+    """``(logits, model_state)`` in training mode: a network with a model state runs with
+    ``train=True`` and its collections mutable (batch statistics, running averages updated);
+    one without is called as in evaluation and its empty state is returned."""
+    if not model_state:
+        return _logits(network, params, x), model_state
+    return network.apply({**params, **model_state}, x, jnp.zeros(x.shape[:1], x.dtype),
+                         train=True, mutable=list(model_state))
+
+
+@functools.partial(jax.jit, static_argnames=("network", "batch_size"), donate_argnums=(2, 3, 4))
+def _step(network: nn.Module, batch_size: int, params, model_state, opt_state, x_all: Array,
+          y_all: Array, key: Array, lr: Array):
     """One Adam step with constant ``lr`` on the mean cross-entropy of a random minibatch."""
     rows = jax.random.randint(key, (batch_size,), 0, x_all.shape[0])
 
     def loss(params):
-        logits = _logits(network, params, x_all[rows])
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_all[rows]))
+        logits, state = _training_logits(network, params, model_state, x_all[rows])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_all[rows])
+        return jnp.mean(ce), state
 
-    updates, opt_state = optax.adam(lr).update(jax.grad(loss)(params), opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    grads, model_state = jax.grad(loss, has_aux=True)(params)
+    updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), model_state, opt_state
 
 
-def _fit(network: nn.Module, batch_size: int, params, x_all: Array, y_all: Array, keys: Array,
-         lr: Array):
+def _fit(network: nn.Module, batch_size: int, variables, x_all: Array, y_all: Array,
+         keys: Array, lr: Array) -> dict:
     """Adam with constant ``lr``, one minibatch per key, one dispatch per step: a network inside
-    a ``lax.scan`` body runs an order of magnitude slower on XLA:CPU (BUILD.md)."""
+    a ``lax.scan`` body runs an order of magnitude slower on XLA:CPU (BUILD.md). Returns the
+    trained variables (parameters and model state)."""
+    params, model_state = split_variables(variables)
     opt_state = optax.adam(lr).init(params)
     for key in keys:
-        params, opt_state = _step(network, batch_size, params, opt_state, x_all, y_all, key, lr)
-    return params
+        params, model_state, opt_state = _step(network, batch_size, params, model_state,
+                                               opt_state, x_all, y_all, key, lr)
+    return {**params, **model_state}
 
 
 @functools.partial(jax.jit, static_argnames=("network",))
-def _batch_correct(network: nn.Module, params, x: Array, y: Array) -> Array:
+def _batch_correct(network: nn.Module, variables, x: Array, y: Array) -> Array:
     """Correct top-1 predictions of one batch; padded rows have label −1."""
-    return jnp.sum(jnp.argmax(_logits(network, params, x), axis=-1) == y)
+    return jnp.sum(jnp.argmax(_logits(network, variables, x), axis=-1) == y)
 
 
-def _accuracy(network: nn.Module, params, x: Array, y: Array, batch_size: int) -> float:
+def _accuracy(network: nn.Module, variables, x: Array, y: Array, batch_size: int) -> float:
     """Top-1 accuracy in batches of ``batch_size`` (the last one padded, so one compilation)."""
     n = x.shape[0]
     batch_size = min(batch_size, n)
@@ -87,7 +104,7 @@ def _accuracy(network: nn.Module, params, x: Array, y: Array, batch_size: int) -
     pad = num * batch_size - n
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     y = jnp.pad(y, (0, pad), constant_values=-1)
-    correct = sum(int(_batch_correct(network, params, x[i * batch_size:(i + 1) * batch_size],
+    correct = sum(int(_batch_correct(network, variables, x[i * batch_size:(i + 1) * batch_size],
                                      y[i * batch_size:(i + 1) * batch_size])) for i in range(num))
     return correct / n
 
@@ -98,11 +115,14 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
 
     ``network`` is a Flax module called as ``network.apply(params, x, cond) -> logits [B, C]``
     (the library's classifier signature); it is called with ``cond = zeros [B]``, so it must be
-    unconditional (e.g. a classifier built with ``conditional=False``, which ignores ``cond``),
-    and examples must not interact (no batch statistics). Its parameters are initialised from
-    ``key`` and trained by cross-entropy with Adam (constant ``lr``) for ``steps`` steps on
-    minibatches of ``batch_size`` pairs drawn uniformly with replacement, one jitted step per
-    minibatch; the result is a deterministic function of the inputs and ``key``.
+    unconditional (e.g. a classifier built with ``conditional=False``, which ignores ``cond``).
+    Its variables are initialised from ``key`` and trained by cross-entropy with Adam (constant
+    ``lr``) for ``steps`` steps on minibatches of ``batch_size`` pairs drawn uniformly with
+    replacement, one jitted step per minibatch; the result is a deterministic function of the
+    inputs and ``key``. A network with a model state (collections besides ``params``, e.g. the
+    BatchNorm ResNet's ``batch_stats``) is trained in its training mode (``train=True``: batch
+    statistics, running averages updated) and measured in evaluation mode (running
+    statistics), as the official CAS code's ``model.train()`` / ``model.eval()``.
 
     Args:
       network: the classifier, the same module for every method compared.
@@ -140,8 +160,8 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
     x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
 
     k_init, k_batches = jax.random.split(key)
-    params = jax.jit(network.init)(k_init, x_train[:1], jnp.zeros((1,), dtype))
-    out = jax.eval_shape(functools.partial(_logits, network), params, x_train[:2])
+    variables = jax.jit(network.init)(k_init, x_train[:1], jnp.zeros((1,), dtype))
+    out = jax.eval_shape(functools.partial(_logits, network), variables, x_train[:2])
     if len(out.shape) != 2 or out.shape[0] != min(2, x_train.shape[0]):
         raise ValueError("network.apply(params, x, cond) must return logits of shape "
                          f"[B, num_classes]; for B = 2 it returned shape {out.shape}.")
@@ -152,10 +172,10 @@ def cas(network: nn.Module, train_images, train_labels, test_images, test_labels
     y_test = jnp.asarray(check_class_labels("test_labels", test_labels, x_test.shape[0],
                                             num_classes, bound), jnp.int32)
 
-    params = _fit(network, batch_size, params, x_train, y_train,
+    variables = _fit(network, batch_size, variables, x_train, y_train,
                   jax.random.split(k_batches, steps), jnp.asarray(lr, dtype))
     return {
-        "cas": _accuracy(network, params, x_test, y_test, eval_batch_size),
-        "train_accuracy": _accuracy(network, params, x_train, y_train, eval_batch_size),
+        "cas": _accuracy(network, variables, x_test, y_test, eval_batch_size),
+        "train_accuracy": _accuracy(network, variables, x_train, y_train, eval_batch_size),
         "steps": steps,
     }

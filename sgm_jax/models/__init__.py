@@ -32,6 +32,7 @@ from sgm_jax.models.registry import (
     network_from_config,
     param_count,
     register_model,
+    split_variables,
 )
 from sgm_jax.models.small_conv import SmallConvScoreNet
 
@@ -61,4 +62,5 @@ __all__ = [
     "param_count",
     "register_model",
     "sinusoidal_embedding",
+    "split_variables",
 ]

@@ -101,6 +101,14 @@ def network_from_config(config: ml_collections.ConfigDict, section: str = "model
     return get_model(name, **fields)
 
 
+def split_variables(variables: dict) -> tuple[dict, dict]:
+    """``(params, model_state)`` of a Flax module's ``variables``: ``{"params": ...}``, what an
+    optimiser trains, and the other collections (a BatchNorm network's running statistics
+    ``batch_stats``; ``{}`` when there are none). ``{**params, **model_state}`` rejoins them."""
+    params = {"params": variables["params"]}
+    return params, {name: value for name, value in variables.items() if name != "params"}
+
+
 def param_count(config: ml_collections.ConfigDict) -> int:
     """The number of parameters of ``network_from_config(config)`` (every leaf of ``params``).
 

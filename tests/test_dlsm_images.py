@@ -149,17 +149,17 @@ def test_inception_path_measures_against_the_training_split(run, monkeypatch, tm
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
         results = entry.run(config, "eval", workdir)
         data = build_classifier_experiment(config).score.data
+        real, real_labels = network(data.points)[0], data.labels  # read on first use
     images = np.concatenate([np.load(u)["images"][:SAMPLES] for u in _units(workdir)])
     labels = np.repeat(np.arange(CLASSES), SAMPLES)
     fake, logits = network(images)
-    real = network(data.points)[0]
     assert results["settings"]["feature_space"]["reference"] == "train"
     assert results["fid"] == pytest.approx(fid(real, fake), rel=1e-6)
     order = [c * SAMPLES + i for i in range(SAMPLES) for c in range(CLASSES)]
     assert results["is"] == pytest.approx(inception_score(logits[order], splits=2)[0], rel=1e-12)
     n = min(len(real), len(fake))
     overall = prdc(real[:n], fake[order][:n], nearest_k=1)
-    classwise = classwise_prdc(real, data.labels, fake, labels, num_classes=CLASSES, nearest_k=1)
+    classwise = classwise_prdc(real, real_labels, fake, labels, num_classes=CLASSES, nearest_k=1)
     for name in ("precision", "recall", "density", "coverage"):
         assert results[name] == pytest.approx(float(overall[name]), rel=1e-6), name
         assert results[f"cw_{name}"] == pytest.approx(classwise[name], rel=1e-6), name

@@ -98,6 +98,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     optim.warmup = 5000
     optim.grad_clip = 1.0
     optim.ema_rate = 0.999
+    optim.ema_warmup = "none"  # constant rate, as score_sde (sgm_jax.ema.EMA_WARMUPS)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"

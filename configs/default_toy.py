@@ -72,6 +72,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     optim.grad_clip = 0.5  # = the official clip 1.0 for the official (un-halved) DSM; 0 disables
     optim.ema_rate = 0.0  # no averaging: the official toy code keeps no EMA (and 0.999 over 2000 steps
     # would leave 0.999^2000 ≈ 14 % of the random initialisation in the average)
+    optim.ema_warmup = "none"  # sgm_jax.ema.EMA_WARMUPS
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "ode"  # a sampler of sgm_jax.sampling.get_sampler

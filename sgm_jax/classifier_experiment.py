@@ -50,6 +50,7 @@ import optax
 from sgm_jax import classifier_loss
 from sgm_jax import config_fields as cf
 from sgm_jax import data as data_lib
+from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax import guidance, models
 from sgm_jax.experiment import (CONDITIONS, Experiment, TrainingOptions, _data, _optimizer,
                                 _training, conditioning_fn, run_keys)
@@ -101,6 +102,7 @@ class ClassifierExperiment:
     objective: str
     optimizer: optax.GradientTransformation
     ema_rate: float
+    ema_warmup: str
     loss_fn: classifier_loss.ClassifierLossFn
     training: TrainingOptions
     guidance: str
@@ -252,6 +254,7 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
     network, condition = _classifier_network(config, score.data.num_classes)
     optimizer = _optimizer(config, "classifier.")
     ema_rate = cf.number(config, "classifier.optim.ema_rate", low=0, high=1)
+    ema_warmup = cf.choice(config, "classifier.optim.ema_warmup", EMA_WARMUPS)
     training = _training(config, 1, "classifier.")
     if training.snapshot_sampling:
         raise ValueError("classifier.training.snapshot_sampling must be False: a classifier run "
@@ -275,7 +278,8 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
     return ClassifierExperiment(
         name=f"{score.dataset} classifier ({objective}, {method} guidance α={scale:g})",
         config=config, seed=seed, score=score, data=data, network=network, condition=condition,
-        objective=objective, optimizer=optimizer, ema_rate=ema_rate, loss_fn=loss_fn,
+        objective=objective, optimizer=optimizer, ema_rate=ema_rate, ema_warmup=ema_warmup,
+        loss_fn=loss_fn,
         training=training, guidance=method, scale=scale,
         score_workdir=cf.string(config, "classifier.score_workdir"),
         score_checkpoint=cf.integer(config, "classifier.score_checkpoint", -1),

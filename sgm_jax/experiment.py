@@ -30,6 +30,7 @@ import optax
 
 from sgm_jax import config_fields as cf
 from sgm_jax import data as data_lib
+from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax import models, sampling
 from sgm_jax import sde as sde_lib
 from sgm_jax import sde_loss
@@ -146,6 +147,7 @@ class Experiment:
     parameterisation: str
     optimizer: optax.GradientTransformation
     ema_rate: float
+    ema_warmup: str
     loss_fn: sde_loss.LossFn
     qc_loss_fn: sde_loss.LossFn
     lazy_loss_fn: sde_loss.LossFn | None
@@ -454,6 +456,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     network = _network(config)
     optimizer = _optimizer(config)
     ema_rate = cf.number(config, "optim.ema_rate", low=0, high=1)
+    ema_warmup = cf.choice(config, "optim.ema_warmup", EMA_WARMUPS)
     sampler, sampler_settings = _sampler(config, sde)
     training = _training(config, cf.integer(config, "training.qc_every", 1))
     num_devices = jax.device_count() if num_devices is None else num_devices
@@ -472,6 +475,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
         seed=seed,
         data=data, sde=sde, network=network, condition=cf.get(config, "model.condition"),
         parameterisation=parameterisation, optimizer=optimizer, ema_rate=ema_rate,
+        ema_warmup=ema_warmup,
         loss_fn=loss_fn, qc_loss_fn=qc_loss_fn, lazy_loss_fn=lazy_loss_fn, sampler=sampler,
         sampler_settings=sampler_settings, training=training,
         evaluation=evaluation)

@@ -11,7 +11,8 @@ One loop trains every experiment, toy MLP or NCSN++ (score_sde's training proced
   * ``training.n_jitted_steps`` steps run in one compiled ``lax.scan`` per dispatch (unrolled
     on CPU, :func:`scan_unroll`);
   * the optimiser is ``experiment.optimizer`` (clipping, Adam, warm-up); the EMA of the parameters
-    (``optim.ema_rate``) is what evaluation and sampling use;
+    (``optim.ema_rate`` with the warm-up ``optim.ema_warmup``, :func:`sgm_jax.ema.ema_decay`) is
+    what evaluation and sampling use;
   * lazy regularisation (``training.qc_every`` = k, a multiple of ``n_jitted_steps``): the QC
     term, with its weight × k, on the steps k divides, none on the others (StyleGAN2's lazy R1).
     Two programs are compiled and picked on the host (``TrainStep``): the call that starts at a
@@ -51,13 +52,13 @@ from sgm_jax import parallel, plots
 from sgm_jax.checkpoints import (TrainState, abstract_state, checkpoint_dir, init_from_checkpoint,
                                  init_state, manager, restore_state)
 from sgm_jax.data import Prefetcher
+from sgm_jax.ema import ema_decay
 
 if TYPE_CHECKING:
     from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
 Array = jax.Array
-
 
 def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bool = True
                    ) -> Callable[..., tuple[TrainState, dict]]:
@@ -72,7 +73,8 @@ def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bo
     BatchNorm statistics; ``{}`` for score networks) becomes the new ``model_state``. ``metrics``
     holds the loss's ``aux``, ``grad_norm`` and ``param_norm`` (after the update).
     """
-    optimizer, ema_rate = experiment.optimizer, experiment.ema_rate
+    optimizer = experiment.optimizer
+    ema_rate, ema_warmup = experiment.ema_rate, experiment.ema_warmup
     loss_fn = experiment.training_loss_fn(with_qc)
 
     def update(state: TrainState, batch: dict, frozen=None) -> tuple[TrainState, dict]:
@@ -86,7 +88,8 @@ def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bo
         grads, (aux, model_state) = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_rate)
+        decay = ema_decay(ema_rate, ema_warmup, state.step)
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                             model_state=model_state)
         norms = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}

@@ -148,6 +148,7 @@ def test_non_finite_loss_names_the_step_and_keeps_last_checkpoint(monkeypatch, t
     ("model.parameterisation", "x", "model.parameterisation"),
     ("model.condition", "index", "model.condition"),
     ("data.dataset", "mnist", "data.dataset"),
+    ("optim.ema_warmup", "linear", "optim.ema_warmup"),
 ])
 def test_invalid_config_fails_before_work(path, value, field):
     config = _tiny_config(**{path: value})
@@ -157,6 +158,46 @@ def test_invalid_config_fails_before_work(path, value, field):
         build_experiment(config)
     if path != "model.depth":  # an unknown field is named with the model's allowed fields
         assert repr(value) in str(err.value) or str(value) in str(err.value)
+
+
+def test_unknown_ema_warmup_lists_the_allowed_schedules():
+    with pytest.raises(ValueError, match=r"optim\.ema_warmup must be one of \('none', "
+                                         r"'num_updates'\); got 'linear'"):
+        build_experiment(_tiny_config(**{"optim.ema_warmup": "linear"}))
+
+
+@pytest.mark.parametrize("rate, warmup", [(0.999, "num_updates"), (0.2, "num_updates"),
+                                          (0.9, "none")])
+def test_ema_after_three_steps_equals_the_formula(rate, warmup):
+    """The EMA the update function keeps, against the average computed here from the
+    parameters after each step: e₀ = p₀, e_k = d_k·e_{k−1} + (1 − d_k)·p_k with
+    d_k = min(rate, (1 + k)/(10 + k)) (score_sde_pytorch's warm-up; k counts the updates from 1)
+    or d_k = rate (no warm-up). Rate 0.999 stays on the warm-up branch (2/11, 3/12, 4/13),
+    0.2 leaves it after the first step (2/11, then 0.2, 0.2)."""
+    experiment = _experiment(**{"optim.ema_rate": rate, "optim.ema_warmup": warmup})
+    update = jax.jit(train.make_update_fn(experiment))
+    state = checkpoints.init_state(experiment)
+    expected = jax.tree.map(lambda p: np.asarray(p, np.float64), state.params)
+    for k in range(1, 4):
+        state, _ = update(state, experiment.data.train_batch(k - 1))
+        d = min(rate, (1 + k) / (10 + k)) if warmup == "num_updates" else rate
+        expected = jax.tree.map(lambda e, p: d * e + (1 - d) * np.asarray(p, np.float64),
+                                expected, jax.device_get(state.params))
+    assert int(state.step) == 3
+    jax.tree.map(lambda e, a: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7),
+                 expected, jax.device_get(state.ema_params))
+
+
+def test_ema_warmup_schedule_values():
+    """(1 + n)/(10 + n) with n = step + 1 below the rate, the rate above it; none: the rate."""
+    from sgm_jax.ema import ema_decay
+
+    assert ema_decay(0.999, "none", 5) == 0.999
+    steps = np.arange(10_000)
+    got = np.asarray(ema_decay(0.999, "num_updates", steps))
+    n = steps + 1.0
+    np.testing.assert_allclose(got, np.minimum(0.999, (1 + n) / (10 + n)), rtol=1e-7)
+    assert got[0] == np.float32(2 / 11) and got[-1] == np.float32(0.999)
 
 
 def test_batch_size_must_divide_the_device_count():

@@ -387,6 +387,7 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
     results["settings"] = settings
     if jax.process_index() == 0:
         path = os.path.join(workdir, "eval", f"ckpt_{state_step}.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # no unit made it (all parts off)
         with open(path + ".tmp", "w") as f:
             json.dump(results, f, indent=2)
         os.replace(path + ".tmp", path)

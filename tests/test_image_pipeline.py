@@ -9,10 +9,12 @@ steps; every other field as the config ships it.
 
 from __future__ import annotations
 
+import copy
 import glob
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +127,21 @@ def test_sample_mode_writes_the_grid_and_npz(trained):
     images = np.load(path)["images"]
     assert images.shape == (8, 16, 16, 3) and images.dtype == np.uint8
     assert os.path.exists(path.replace(".npz", ".png"))
+
+
+def test_evaluation_with_every_part_off_writes_its_results(trained, tmp_path):
+    """Sampling, bits/dim and Asym all off (as experiments/digits_ablation.py trains) in a run
+    that has no evaluation folder yet: the results file holds the step and the settings."""
+    workdir, config, _, _ = trained
+    config = copy.deepcopy(config)
+    config.eval.enable_sampling = config.eval.enable_bpd = config.eval.enable_asym = False
+    fresh = str(tmp_path / "run")
+    shutil.copytree(os.path.join(workdir, "checkpoints"), os.path.join(fresh, "checkpoints"))
+    with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+        results = entry.run(config, "eval", fresh)
+    with open(os.path.join(fresh, "eval", "ckpt_4.json")) as f:
+        assert json.load(f) == results
+    assert results["step"] == 4 and "bpd" not in results and "nfe" not in results
 
 
 def test_missing_inception_weights_fail_before_sampling(trained):

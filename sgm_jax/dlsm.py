@@ -77,7 +77,7 @@ def frozen_score(experiment: ClassifierExperiment, workdir: str, *, mesh=None
     return state.ema_params, record
 
 
-def _write_source(workdir: str, record: dict) -> None:
+def write_source(workdir: str, record: dict) -> None:
     path = os.path.join(classifier_workdir(workdir), SOURCE_FILE)
     if jax.process_index() == 0 and not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -94,7 +94,7 @@ def train_pipeline(experiment: ClassifierExperiment, workdir: str, *, mesh=None)
     if not experiment.score_workdir:
         train.train(experiment.score, workdir, mesh=mesh)
     score_params, record = frozen_score(experiment, workdir, mesh=mesh)
-    _write_source(workdir, record)
+    write_source(workdir, record)
     train.train(experiment, classifier_workdir(workdir), mesh=mesh, frozen=score_params)
 
 

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from sgm_jax import parallel, plots
+from sgm_jax import files, parallel, plots
 from sgm_jax._batch import per_example
 from sgm_jax.checkpoints import load_checkpoint
 from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likelihood, \
@@ -385,12 +385,8 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
     if e.enable_asym:
         results.update(_asym_over_time(experiment, params, store("asym", "asym"), k_asym, mesh))
     results["settings"] = settings
+    files.write_json(os.path.join(workdir, "eval", f"ckpt_{state_step}.json"), results)
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "eval", f"ckpt_{state_step}.json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)  # no unit made it (all parts off)
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(path + ".tmp", path)
         _print_table(results)
     return results
 

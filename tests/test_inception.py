@@ -1,18 +1,15 @@
 """The FID Inception network, its preprocessing and the .pth → .npz converter.
 
-The fast tests need no torch: they write ``.pth`` files by hand (a pickle assembled opcode by
-opcode, in the zip and the legacy layout of ``torch.save``). The slow test compares with
+The fast tests need no torch: they write ``.pth`` files by hand (``tests/pth_writer.py``; the
+reader itself is tested in ``tests/test_pth.py``). The slow test compares with
 pytorch-fid itself and needs the ``parity`` extra (``pip install -e ".[test,parity]"``).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
-import io
 import math
-import pickle
-import struct
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -26,132 +23,10 @@ from sgm_jax.metrics.convert_inception import main as convert_main
 from sgm_jax.metrics.convert_inception import read_torch_state_dict, torch_to_flax
 from sgm_jax.metrics.inception import (FIDInceptionV3, inception_variable_shapes, preprocess,
                                        resize_bilinear)
-
-STORAGE_TYPES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
-                 np.dtype(np.int64): "LongStorage"}
-
-
-# --------------------------------------------------------------------------------------------
-# A .pth writer that needs no torch: the pickle is assembled from opcodes.
-
-
-def _global(module, name):
-    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
-
-
-def _str(text):
-    data = text.encode()
-    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
-
-
-def _int(value):
-    return pickle.BININT + struct.pack("<i", value)
-
-
-def _tuple(items):
-    return pickle.MARK + b"".join(items) + pickle.TUPLE
-
-
-def _ordered_dict():
-    return _global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
-
-
-def _state_dict_pickle(tensors, storages, legacy, storage_module="torch"):
-    """``tensors``: {name: (storage key, element offset, size, stride)}; ``storages``:
-    {key: 1-D array}. As ``torch.save`` pickles ``OrderedDict`` state dicts: each tensor is
-    ``_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())``, each storage a
-    persistent id ``("storage", torch.<Type>Storage, key, "cpu", numel[, None])`` (``torch.cuda``
-    storage types as saved from a GPU with ``storage_module="torch.cuda"``)."""
-    body = []
-    for name, (key, offset, size, stride) in tensors.items():
-        storage_type = _global(storage_module, STORAGE_TYPES[storages[key].dtype])
-        pid = [_str("storage"), storage_type, _str(key), _str("cpu"),
-               _int(storages[key].size)] + ([pickle.NONE] if legacy else [])
-        storage = _tuple(pid) + pickle.BINPERSID
-        args = _tuple([storage, _int(offset), _tuple(map(_int, size)), _tuple(map(_int, stride)),
-                       pickle.NEWFALSE, _ordered_dict()])
-        body.append(_str(name) + _global("torch._utils", "_rebuild_tensor_v2") + args
-                    + pickle.REDUCE)
-    return (pickle.PROTO + b"\x02" + _ordered_dict() + pickle.MARK + b"".join(body)
-            + pickle.SETITEMS + pickle.STOP)
-
-
-def write_pth(path, tensors, storages, layout="zip", byteorder="little", storage_module="torch"):
-    """Write a state dict in torch.save's zip layout or its legacy (pickle stream) layout."""
-    order = "<" if byteorder == "little" else ">"
-    if layout == "zip":
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr("archive/data.pkl",
-                             _state_dict_pickle(tensors, storages, False, storage_module))
-            archive.writestr("archive/byteorder", byteorder)
-            for key, array in storages.items():
-                archive.writestr(f"archive/data/{key}", array.astype(array.dtype.newbyteorder(
-                    order)).tobytes())
-            archive.writestr("archive/version", "3\n")
-        return
-    out = io.BytesIO()
-    for header in (0x1950A86A20F9469CFC6C, 1001,
-                   {"protocol_version": 1001, "little_endian": True,
-                    "type_sizes": {"short": 2, "int": 4, "long": 4}}):
-        pickle.dump(header, out, protocol=2)
-    out.write(_state_dict_pickle(tensors, storages, True, storage_module))
-    keys = sorted(storages)
-    pickle.dump(keys, out, protocol=2)
-    for key in keys:  # int64 element count, then the little-endian data
-        out.write(struct.pack("<q", storages[key].size))
-        out.write(storages[key].astype(storages[key].dtype.newbyteorder("<")).tobytes())
-    with open(path, "wb") as f:
-        f.write(out.getvalue())
-
-
-def write_contiguous_pth(path, arrays, layout="zip"):
-    """Each array in its own storage, C-contiguous (as ``torch.save(module.state_dict())``)."""
-    tensors, storages = {}, {}
-    for i, (name, array) in enumerate(arrays.items()):
-        array = np.array(array, order="C")
-        tensors[name] = (str(i), 0, array.shape, tuple(s // array.itemsize for s in array.strides))
-        storages[str(i)] = array.reshape(-1)
-    write_pth(path, tensors, storages, layout)
-
+from pth_writer import write_arrays_pth
 
 # --------------------------------------------------------------------------------------------
 # Converter.
-
-
-@pytest.mark.parametrize("layout,byteorder,storage_module", [
-    ("zip", "little", "torch"), ("zip", "big", "torch"), ("legacy", "little", "torch"),
-    ("legacy", "little", "torch.cuda")])
-def test_reader_rebuilds_tensors_from_storages_offsets_and_strides(tmp_path, layout, byteorder,
-                                                                    storage_module):
-    rng = np.random.default_rng(0)
-    storages = {"0": np.arange(24, dtype=np.float32) * 0.5, "1": np.array([7], np.int64),
-                "2": rng.normal(size=5)}
-    tensors = {
-        "whole": ("0", 0, (2, 3, 4), (12, 4, 1)),
-        "transposed_view": ("0", 1, (3, 2), (1, 3)),  # shares storage "0", non-contiguous
-        "scalar": ("1", 0, (), ()),
-        "float64": ("2", 0, (5,), (1,)),
-    }
-    path = tmp_path / "synthetic.pth"
-    write_pth(path, tensors, storages, layout, byteorder, storage_module)
-    got = read_torch_state_dict(path)
-    assert list(got) == list(tensors)
-    np.testing.assert_array_equal(got["whole"], storages["0"].reshape(2, 3, 4))
-    want_view = np.array([[storages["0"][1 + i + 3 * j] for j in range(2)] for i in range(3)])
-    np.testing.assert_array_equal(got["transposed_view"], want_view)
-    assert got["scalar"].shape == () and got["scalar"] == 7 and got["scalar"].dtype == np.int64
-    np.testing.assert_array_equal(got["float64"], storages["2"])
-    assert got["whole"].dtype == np.float32 and got["whole"].dtype.isnative
-
-
-def test_reader_refuses_globals_other_than_tensors(tmp_path):
-    payload = (pickle.PROTO + b"\x02" + _global("os", "system") + _tuple([_str("true")])
-               + pickle.REDUCE + pickle.STOP)
-    path = tmp_path / "evil.pth"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", payload)
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load the global os.system"):
-        read_torch_state_dict(path)
 
 
 def test_torch_to_flax_renames_and_transposes():
@@ -292,7 +167,7 @@ def float64_pool(npz, images):
 def test_convert_and_load_give_pool_and_logits(tmp_path, capsys):
     state = random_torch_state_dict()
     pth, npz = tmp_path / "random_inception.pth", tmp_path / "random_inception.npz"
-    write_contiguous_pth(pth, state)
+    write_arrays_pth(pth, collections.OrderedDict(state))
     convert_main([str(pth), str(npz)])
     digest = hashlib.sha256(npz.read_bytes()).hexdigest()
     assert inception_weights_hash(npz) == digest and f"sha256 {digest}" in capsys.readouterr().out

@@ -32,7 +32,6 @@ for the layout); :func:`load_inception` reads that file without torch.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from typing import Callable, Mapping
 
@@ -43,6 +42,7 @@ import numpy as np
 from flax import traverse_util
 
 from sgm_jax import _validation as val
+from sgm_jax.pth import file_sha256
 
 Array = jax.Array
 
@@ -363,11 +363,7 @@ def _check_weights_path(weights_path) -> str:
 
 def inception_weights_hash(weights_path) -> str:
     """SHA-256 (hex) of the weight file, to record which weights produced a result."""
-    digest = hashlib.sha256()
-    with open(_check_weights_path(weights_path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(_check_weights_path(weights_path))
 
 
 def _read_variables(path: str) -> dict:

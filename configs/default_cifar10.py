@@ -119,6 +119,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluation.enable_fid = True
     evaluation.inception_weights = ""  # the converted FID Inception .npz (see BUILD.md)
     evaluation.stats_dir = ""  # cache of training-set Inception statistics; "" = ~/.cache/sgm_jax/stats
+    # an .npz of reference pool features ("pool_3" [N, 2048]: score_sde's assets/stats files,
+    # QCSBM's dataset_stat.npz) instead of the training split's; "" = the training split
+    evaluation.reference_features = ""
     evaluation.prdc_k = 3
     evaluation.kid_subset_size = 1000
     evaluation.kid_num_subsets = 100

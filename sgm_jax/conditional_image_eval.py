@@ -169,6 +169,11 @@ def load_test_split(experiment: ClassifierExperiment) -> tuple[np.ndarray, np.nd
 def inception_space(experiment: ClassifierExperiment) -> FeatureSpace:
     """The FID Inception network with the training split as the reference (module docstring)."""
     score = experiment.score
+    if score.evaluation.reference_features:
+        raise ValueError(
+            f"eval.reference_features={score.evaluation.reference_features!r} is for "
+            "unconditional evaluation: the class-wise metrics need the labelled training split "
+            "as their reference; set eval.reference_features=''.")
     weights = score.evaluation.inception_weights
     inception = load_inception(weights)
     return FeatureSpace(

@@ -110,6 +110,7 @@ class ImageEvalOptions:
     enable_fid: bool
     inception_weights: str
     stats_dir: str
+    reference_features: str
     prdc_k: int
     kid_subset_size: int
     kid_num_subsets: int
@@ -421,6 +422,7 @@ def _image_evaluation(config, sde) -> ImageEvalOptions:
         enable_fid=cf.boolean(config, "eval.enable_fid"),
         inception_weights=cf.string(config, "eval.inception_weights"),
         stats_dir=stats_dir or os.path.join(os.path.expanduser("~"), ".cache", "sgm_jax", "stats"),
+        reference_features=cf.string(config, "eval.reference_features"),
         prdc_k=cf.integer(config, "eval.prdc_k", 1),
         kid_subset_size=cf.integer(config, "eval.kid_subset_size", 2),
         kid_num_subsets=cf.integer(config, "eval.kid_num_subsets", 1),

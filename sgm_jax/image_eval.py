@@ -55,6 +55,7 @@ from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likeliho
     uniform_dequantize
 from sgm_jax.metrics import (asym, feature_statistics, frechet_distance, inception_score,
                              inception_weights_hash, kid, load_inception, nasym, prdc)
+from sgm_jax.pth import file_sha256
 from sgm_jax.shards import Progress, ShardStore
 
 if TYPE_CHECKING:
@@ -132,9 +133,32 @@ def _statistics_name(experiment: Experiment) -> str:
     return f"{experiment.dataset}_{experiment.event_shape[0]}px_{digest}"
 
 
+def read_reference_features(path: str) -> dict[str, np.ndarray]:
+    """The published reference features of an ``.npz`` with ``pool_3`` [N, 2048] (score_sde's
+    ``assets/stats/*_stats.npz``, QCSBM's ``dataset_stat.npz``; both from TF-GAN's Inception,
+    the same network and weights as the library's, whose resizing differs slightly, so FIDs
+    against them may differ from those against the library's own statistics in the second
+    decimal): ``{"features", "mu", "cov"}``."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"eval.reference_features={path!r} is not a readable .npz ({err}).") \
+            from None
+    with data:
+        if "pool_3" not in data.files:
+            raise ValueError(f"eval.reference_features={path!r} holds {data.files}; a reference "
+                             "needs 'pool_3' [N, 2048] (score_sde's or QCSBM's statistics files).")
+        features = np.asarray(data["pool_3"], np.float64)
+    mu, cov = feature_statistics(features)
+    return {"features": features, "mu": mu, "cov": cov}
+
+
 def reference_statistics(experiment: Experiment, inception) -> dict[str, np.ndarray]:
     """Pool features, their mean and covariance of the training split's images as stored (no
-    flip, no dequantisation), cached in ``eval.stats_dir`` by data set, size and weight file."""
+    flip, no dequantisation), cached in ``eval.stats_dir`` by data set, size and weight file;
+    or those of ``eval.reference_features`` when it names a file."""
+    if experiment.evaluation.reference_features:
+        return read_reference_features(experiment.evaluation.reference_features)
     store, name = ShardStore(experiment.evaluation.stats_dir), _statistics_name(experiment)
     if not store.done(name):
         print(f"computing the Inception statistics of the training split into {store.path(name)}")
@@ -319,6 +343,8 @@ def _settings(experiment: Experiment, inception_hash: str | None) -> dict[str, A
             "sde_num_scales": experiment.sde.N,  # the PC sampler's steps
             "num_samples": e.num_samples, "batch_size": e.batch_size,
             "inception_weights_sha256": inception_hash,
+            "reference": (f"{e.reference_features} (sha256 {file_sha256(e.reference_features)})"
+                          if e.reference_features else "training split"),
             "bpd": {"repeats": e.bpd_repeats, "num_examples": e.bpd_num_examples,
                     "rtol": e.bpd_rtol, "atol": e.bpd_atol, "eps": e.bpd_eps,
                     "divergence": "hutchinson (1 Rademacher probe)", "dequantization": "uniform"},

@@ -1,18 +1,22 @@
-"""The official PyTorch networks of the published checkpoints, for the converter's tests.
+"""The official networks of the published checkpoints, for the converter's tests.
 
-score_sde_pytorch's ``NCSNpp`` / ``DDPM`` and DLSM's ``resnet_cond`` classifier are built from
-checkouts of those repositories beside this one (``../score_sde_pytorch``, ``../dlsm``, or the
-folders named by ``SCORE_SDE_PYTORCH`` / ``DLSM_SOURCE``), with torch. Each case runs in its own
-process (both repositories have top-level modules called ``models`` and ``configs``):
+score_sde_pytorch's ``NCSNpp`` / ``DDPM`` (torch) and score_sde's Flax ``NCSNpp`` are built from
+checkouts of those repositories beside this one (``../score_sde_pytorch``, ``../score_sde``, or
+the folders named by ``SCORE_SDE_PYTORCH`` / ``SCORE_SDE``). Each case runs in its own process
+(the repositories have top-level modules called ``models`` and ``configs``, as this one):
 
     python tests/official_networks.py layouts           # rewrites tests/data/torch_layouts.json
     python tests/official_networks.py checkpoint CASE DIR
+    python tests/official_networks.py flax_checkpoint CASE DIR
 
 ``layouts`` records each case's state-dict names, shapes and kinds in order (what the fast tests
 build their synthetic files from); ``checkpoint`` writes ``DIR/checkpoint.pth`` in the official
 training-checkpoint layout, with random weights and a different random EMA, and
 ``DIR/reference.npz``: inputs ``x`` (NCHW) and ``t`` and the official output on them (the score
-of ``models.utils.get_score_fn`` with the EMA weights, or the classifier's logits).
+of ``models.utils.get_score_fn`` with the EMA weights). ``flax_checkpoint`` does the same with
+score_sde's Flax network (modern Flax runs it once ``flax.optim``, removed from Flax and used only
+in a type annotation, is stubbed): ``DIR/checkpoint_26`` is the msgpack of its training state's
+fields, as ``flax.training.checkpoints`` writes them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ LAYOUTS = os.path.join(ROOT, "tests", "data", "torch_layouts.json")
 SOURCES = {
     "score_sde_pytorch": os.environ.get("SCORE_SDE_PYTORCH",
                                         os.path.join(os.path.dirname(ROOT), "score_sde_pytorch")),
-    "dlsm": os.environ.get("DLSM_SOURCE", os.path.join(os.path.dirname(ROOT), "dlsm")),
+    "score_sde": os.environ.get("SCORE_SDE", os.path.join(os.path.dirname(ROOT), "score_sde")),
 }
 #: case: (repository, its config module, the library's config file, config fields set in both,
 #: SDE). The DDPM case keeps nf = 128: its PyTorch GroupNorm always has 32 groups, the library's
@@ -57,16 +61,18 @@ CASES = {
 BATCH, SEED = 3, 0
 
 
-def available() -> str | None:
-    """None when torch and both checkouts are there, else why the tests cannot run."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "torch is not installed (pip install -e '.[test,parity]')"
-    for name, path in SOURCES.items():
-        if not os.path.isdir(os.path.join(path, "models")):
-            return (f"no checkout of {name} at {path} (clone it beside this repository or set "
-                    f"{'SCORE_SDE_PYTORCH' if name == 'score_sde_pytorch' else 'DLSM_SOURCE'})")
+def available(repository: str) -> str | None:
+    """None when ``repository`` ("score_sde_pytorch" or "score_sde") can run here, else why
+    not."""
+    if repository == "score_sde_pytorch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "torch is not installed (pip install -e '.[test,parity]')"
+    path = SOURCES[repository]
+    if not os.path.isdir(os.path.join(path, "models")):
+        return (f"no checkout of {repository} at {path} (clone it beside this repository or set "
+                f"{repository.upper()})")
     return None
 
 
@@ -142,6 +148,58 @@ def checkpoint(case: str, directory: str) -> None:
     np.savez(os.path.join(directory, "reference.npz"), x=x, t=t, out=out)
 
 
+def flax_checkpoint(case: str, directory: str) -> None:
+    """``checkpoint_26`` and ``reference.npz`` of ``case`` from score_sde's Flax network (module
+    docstring), random parameters and a different random EMA."""
+    import types
+
+    import flax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import serialization
+
+    flax.optim = sys.modules["flax.optim"] = types.SimpleNamespace(Optimizer=object)
+    _, module, _, fields, sde_name = CASES[case]
+    sys.path.insert(0, SOURCES["score_sde"])
+    import importlib
+
+    import sde_lib
+    from models import ddpm, ncsnpp  # noqa: F401 (they register the models)
+    from models import utils as mutils
+
+    config = importlib.import_module(module).get_config()
+    for path, value in fields.items():
+        section, field = path.split(".")
+        config[section][field] = value
+    model = mutils.get_model(config.model.name)(config=config)
+    shape = (BATCH, config.data.image_size, config.data.image_size, config.data.num_channels)
+    variables = model.init({"params": jax.random.PRNGKey(SEED), "dropout": jax.random.PRNGKey(1)},
+                           jnp.zeros(shape), jnp.ones((BATCH,)), train=False)
+    rng = np.random.default_rng(SEED)
+    params, ema = (jax.tree.map(lambda p: np.asarray(p) + 0.05 * rng.normal(size=p.shape).astype(
+        np.float32), flax.core.unfreeze(variables["params"])) for _ in range(2))
+    state = {"step": 26, "optimizer": {"target": params, "state": {"step": 26}}, "lr": 2e-4,
+             "model_state": {}, "ema_rate": config.model.ema_rate, "params_ema": ema,
+             "rng": np.zeros(2, np.uint32)}
+    with open(os.path.join(directory, "checkpoint_26"), "wb") as f:
+        f.write(serialization.to_bytes(state))
+    if sde_name == "vesde":
+        sde = sde_lib.VESDE(config.model.sigma_min, config.model.sigma_max, config.model.num_scales)
+    else:
+        cls = sde_lib.VPSDE if sde_name == "vpsde" else sde_lib.subVPSDE
+        sde = cls(config.model.beta_min, config.model.beta_max, config.model.num_scales)
+    x = rng.uniform(size=shape).astype(np.float32)
+    if config.data.centered:
+        x = 2 * x - 1
+    t = rng.uniform(0.05, 1.0, BATCH).astype(np.float32)
+    score_fn = mutils.get_score_fn(sde, model, ema, {}, train=False,
+                                   continuous=True)
+    out = np.asarray(score_fn(jnp.asarray(x), jnp.asarray(t)))
+    np.savez(os.path.join(directory, "reference.npz"), x=x.transpose(0, 3, 1, 2), t=t,
+             out=out.transpose(0, 3, 1, 2))
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["layouts"]:
         layouts = {}
@@ -158,6 +216,8 @@ def main(argv: list[str]) -> None:
         print(json.dumps(layout(argv[1])))
     elif argv[:1] == ["checkpoint"]:
         checkpoint(argv[1], argv[2])
+    elif argv[:1] == ["flax_checkpoint"]:
+        flax_checkpoint(argv[1], argv[2])
     else:
         raise SystemExit(__doc__)
 

@@ -248,6 +248,32 @@ def test_score_sde_flax_checkpoints_read_with_msgpack(tmp_path):
         convert_checkpoint.convert(source, config, str(tmp_path / "other"))
 
 
+def test_published_reference_features_replace_the_training_splits(tmp_path):
+    """QCSBM's dataset_stat.npz ({pool_3, logit}) and score_sde's stats files ({pool_3, ...})
+    serve as the FID / KID / PRDC reference through eval.reference_features."""
+    import types
+
+    from sgm_jax.image_eval import reference_statistics
+
+    features = np.random.default_rng(7).normal(size=(50, 2048)).astype(np.float32)
+    path = tmp_path / "dataset_stat.npz"
+    np.savez(path, pool_3=features, logit=np.zeros((50, 1008), np.float32))
+    experiment = types.SimpleNamespace(evaluation=types.SimpleNamespace(
+        reference_features=str(path)))
+    got = reference_statistics(experiment, inception=None)  # the network is not needed
+    np.testing.assert_allclose(got["mu"], features.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(got["cov"], np.cov(features.astype(np.float64), rowvar=False),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(got["features"], features)
+    np.savez(tmp_path / "other.npz", mu=features.mean(0))
+    experiment.evaluation.reference_features = str(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match=r"holds \['mu'\]; a reference needs 'pool_3'"):
+        reference_statistics(experiment, None)
+    experiment.evaluation.reference_features = str(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="is not a readable .npz"):
+        reference_statistics(experiment, None)
+
+
 def test_main_evaluates_and_fine_tunes_a_converted_checkpoint(tmp_path):
     """The converted file is an ordinary run: ``--mode=eval`` evaluates its EMA model, and the
     QC config fine-tunes it through ``training.init_from`` (QCSGM's second stage)."""
@@ -315,7 +341,7 @@ def _tolerance(experiment, reference: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_layouts_are_those_of_the_official_code():
-    reason = official_networks.available()
+    reason = official_networks.available("score_sde_pytorch")
     if reason:
         pytest.skip(reason)
     for case in official_networks.CASES:
@@ -331,14 +357,25 @@ def test_converted_official_checkpoints_give_score_sde_pytorchs_scores(tmp_path,
     """score_sde_pytorch's own network, random weights and a different random EMA, saved in its
     checkpoint format by torch.save, converted: the library's score of the EMA weights equals
     ``get_score_fn``'s on the same inputs to float32 rounding."""
-    reason = official_networks.available()
+    _check_against_official(tmp_path, case, "score_sde_pytorch", "checkpoint", "checkpoint.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["ve_ncsnpp_deep_continuous", "vp_ddpmpp_continuous"])
+def test_converted_score_sde_flax_checkpoints_give_score_sdes_scores(tmp_path, case):
+    """The same with score_sde's own Flax network and its msgpack checkpoint format."""
+    _check_against_official(tmp_path, case, "score_sde", "flax_checkpoint", "checkpoint_26")
+
+
+def _check_against_official(tmp_path, case, repository, command, name):
+    reason = official_networks.available(repository)
     if reason:
         pytest.skip(reason)
-    subprocess.run([sys.executable, official_networks.__file__, "checkpoint", case,
-                    str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([sys.executable, official_networks.__file__, command, case, str(tmp_path)],
+                   check=True, capture_output=True)
     config = _config(case)
     workdir = str(tmp_path / "run")
-    convert_checkpoint.convert(tmp_path / "checkpoint.pth", config, workdir)
+    assert convert_checkpoint.convert(tmp_path / name, config, workdir) == 26
     experiment = build_experiment(config)
     _, score = restore_score_model(experiment, workdir)
     reference = np.load(tmp_path / "reference.npz")

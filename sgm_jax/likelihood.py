@@ -59,7 +59,7 @@ def log_likelihood(
     key: Array | None = None,
     *,
     divergence: str = "exact",
-    num_probes: int = 1,
+    num_vectors: int = 1,
     projection: str = "rademacher",
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -77,8 +77,8 @@ def log_likelihood(
       key: PRNG key for the Hutchinson probes; required for ``divergence="hutchinson"``,
         ignored for ``"exact"``.
       divergence: ``"exact"`` (D JVPs per evaluation, for small D) or ``"hutchinson"``
-        (``num_probes`` JVPs per evaluation).
-      num_probes: K >= 1 probes per example, averaged; drawn once and fixed along the path.
+        (``num_vectors`` JVPs per evaluation).
+      num_vectors: K >= 1 probes per example, averaged; drawn once and fixed along the path.
       projection: probe distribution, ``"rademacher"`` (±1) or ``"gaussian"`` (N(0, I)).
       rtol, atol: tolerances of the ``diffrax.PIDController`` (error measured by the RMS norm over
         all elements of the batch state (x, δ), like scipy's RK45 in ``score_sde``). They may
@@ -100,7 +100,7 @@ def log_likelihood(
     """
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("projection", projection, PROJECTIONS)
-    check_positive_int("num_probes", num_probes)
+    check_positive_int("num_vectors", num_vectors)
     rtol, atol = _positive_float("rtol", rtol), _positive_float("atol", atol)
     eps_value = concrete_value(eps)
     if eps_value is None or eps_value.shape != () or not 0 < eps_value < sde.T:
@@ -114,7 +114,7 @@ def log_likelihood(
     if divergence == "hutchinson":
         if key is None:
             raise ValueError('divergence="hutchinson" needs a PRNG key; got key=None.')
-        probes = draw_probes(key, (num_probes, *x.shape), projection, x.dtype)
+        probes = draw_probes(key, (num_vectors, *x.shape), projection, x.dtype)
     else:
         probes = None
 

@@ -193,7 +193,7 @@ def test_appendix_overrides_build_the_papers_network():
     experiment = qcsgm_table1.toy_experiment("8gaussians", "qc", 0, qcsgm_lambda_sweep.APPENDIX)
     assert type(experiment.network).__name__ == "ToyMLP"
     assert tuple(experiment.network.hidden) == (128, 64, 32)
-    assert experiment.condition == "t" and experiment.parameterisation == "qc"
+    assert experiment.condition == "t" and experiment.parameterisation == "u"
     assert (experiment.sde.sigma_min, experiment.sde.sigma_max) == (0.01, 10.0)
     assert experiment.training.lr == 1e-2
     assert "output_activation" not in experiment.config.model

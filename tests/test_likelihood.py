@@ -108,10 +108,10 @@ def test_nfe_counts_every_evaluation_grows_with_accuracy_float32():
     assert nfes[1] > nfes[0]
 
 
-@pytest.mark.parametrize("projection,num_probes,sde,dim",
+@pytest.mark.parametrize("projection,num_vectors,sde,dim",
                          [("rademacher", 1, VPSDE(), 2), ("gaussian", 3, VESDE(), 4)],
                          ids=["rademacher-VP-2", "gaussian3-VE-4"])
-def test_hutchinson_is_unbiased(projection, num_probes, sde, dim):
+def test_hutchinson_is_unbiased(projection, num_vectors, sde, dim):
     """One point repeated B times: each copy gets its own fixed probes, so the copies are B
     independent estimates of the same integral; their mean must match the exact-divergence
     result (the closed form, which the exact divergence reproduces: tests above)."""
@@ -120,7 +120,7 @@ def test_hutchinson_is_unbiased(projection, num_probes, sde, dim):
     x = jnp.repeat(g.sample(0, 1), batch, axis=0)
     exact = g.expected(x[:1], 1e-5)[0][0]
     est, _, _ = log_likelihood(sde, g.score, x, jax.random.PRNGKey(1), divergence="hutchinson",
-                               projection=projection, num_probes=num_probes)
+                               projection=projection, num_vectors=num_vectors)
     est = np.asarray(est, np.float64)
     se = est.std(ddof=1) / math.sqrt(batch)
     assert est.std() > 1e-2  # a non-isotropic Jacobian: the estimator really has variance
@@ -133,7 +133,7 @@ def test_image_input_hutchinson_under_jit():
     g = Gaussian(sde, (4, 4, 1), seed=1, isotropic=True)
     x = g.sample(2, 3)
     fn = jax.jit(functools.partial(log_likelihood, sde, g.score, divergence="hutchinson",
-                                   num_probes=2))
+                                   num_vectors=2))
     logp, z, nfe = fn(x, jax.random.PRNGKey(5))
     assert logp.shape == (3,) and z.shape == x.shape and nfe.dtype == jnp.int32
     want_logp, want_z = g.expected(x, 1e-5)
@@ -205,8 +205,8 @@ def test_uniform_dequantize():
     ({"divergence": "trace"}, "divergence.*'exact', 'hutchinson'.*'trace'"),
     ({"projection": "sphere"}, "projection.*'rademacher', 'gaussian'.*'sphere'"),
     ({"solver": "rk4"}, "solver.*'dopri5', 'tsit5'.*'rk4'"),
-    ({"num_probes": 0}, "num_probes"),
-    ({"num_probes": 1.5}, "num_probes"),
+    ({"num_vectors": 0}, "num_vectors"),
+    ({"num_vectors": 1.5}, "num_vectors"),
     ({"rtol": 0.0}, "rtol"),
     ({"atol": -1.0}, "atol"),
     ({"atol": float("nan")}, "atol"),

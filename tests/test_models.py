@@ -11,7 +11,7 @@ import pytest
 from sgm_jax import models
 
 SIGMA_MIN, SIGMA_MAX = 0.01, 10.0  # QCSGM A.5.2
-PARAMS = ("u", "qc", "c", "c_norm", "direct")
+PARAMS = ("u", "c", "c_norm", "direct")
 
 # name -> (fields, x shape); small sizes keep the full Jacobians cheap.
 CASES = {
@@ -89,7 +89,7 @@ def test_output_shapes(name, fields, shape):
     params = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
     assert jax.eval_shape(net.apply, params, x, t).shape == shape
     assert jax.eval_shape(net.apply, params, x, 0.5).shape == shape  # a scalar t is broadcast
-    for p in ("u", "c", "direct"):  # "qc" is "u" and "c_norm" takes the path of "c"
+    for p in ("u", "c", "direct"):  # "c_norm" takes the path of "c"
 
         def score(prm, x, t, p=p):
             return models.make_score_fn(net.apply, prm, p, sigma_fn)(x, t)
@@ -134,7 +134,7 @@ def test_jacobian_block_diagonal_and_c_conservative(name):
             ratio = asym_ratio(jac[i, :, i, :])
             if p in ("c", "c_norm"):
                 assert ratio < 1e-5, (p, ratio)
-            elif p in ("u", "qc"):
+            elif p == "u":
                 assert ratio > 1e-2, (p, ratio)
 
 
@@ -167,15 +167,14 @@ def test_float64_and_c_is_minus_energy_gradient(name):
 
 
 def test_parameterisation_formulas():
-    """Eq. 12 on images: s_U = (x − f)/σ_t (σ_t broadcast over pixels), "qc" = "u",
-    "direct" = f, score_sde's scale_by_sigma f/σ_t and VP noise prediction −f/σ_t,
+    """Eq. 12 on images: s_U = (x − f)/σ_t (σ_t broadcast over pixels), "direct" = f, score_sde's scale_by_sigma f/σ_t and VP noise prediction −f/σ_t,
     E_c = ‖x − f‖²/(2σ_t), E_c_norm = ‖f‖²/(2σ_t)."""
     apply_fn, params, x, t = build("toy_mlp", (3, 2, 2, 1))
 
     @jax.jit
     def run(x, t):
         out = {p: models.make_score_fn(apply_fn, params, p, sigma_fn)(x, t)
-               for p in ("u", "qc", "direct", "scale_by_sigma", "noise_prediction")}
+               for p in ("u", "direct", "scale_by_sigma", "noise_prediction")}
         out.update({"E_" + p: models.make_energy_fn(apply_fn, params, p, sigma_fn)(x, t)
                     for p in ("c", "c_norm")})
         return apply_fn(params, x, t), out
@@ -183,7 +182,6 @@ def test_parameterisation_formulas():
     f, out = jax.tree.map(np.asarray, run(x, t))
     x, sig = np.asarray(x), sigma_fn(np.asarray(t))
     np.testing.assert_allclose(out["u"], (x - f) / sig[:, None, None, None], rtol=1e-5)
-    np.testing.assert_array_equal(out["qc"], out["u"])
     np.testing.assert_array_equal(out["direct"], f)
     np.testing.assert_allclose(out["scale_by_sigma"], f / sig[:, None, None, None], rtol=1e-5)
     np.testing.assert_allclose(out["noise_prediction"], -f / sig[:, None, None, None], rtol=1e-5)
@@ -263,7 +261,7 @@ def test_registry_errors_and_registration():
 
 def test_parameterisation_errors():
     apply_fn, params, _, _ = build("toy_mlp", (2, 2))
-    with pytest.raises(ValueError, match=r"parameterisation='energy'.*'u', 'qc', 'c'"):
+    with pytest.raises(ValueError, match=r"parameterisation='energy'.*'u', 'c', 'c_norm'"):
         models.make_score_fn(apply_fn, params, "energy", sigma_fn)
     with pytest.raises(ValueError, match=r"parameterisation='u'.*\['c', 'c_norm'\]"):
         models.make_energy_fn(apply_fn, params, "u", sigma_fn)

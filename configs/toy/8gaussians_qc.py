@@ -10,7 +10,6 @@ from configs.default_toy import get_default_configs
 def get_config():
     config = get_default_configs()
     config.data.dataset = "8gaussians"
-    config.model.parameterisation = "qc"
     config.training.qc_weight = 0.05
     config.training.qc_estimator = "exact"
     config.training.n_iters = 2000

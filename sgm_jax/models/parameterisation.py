@@ -4,8 +4,6 @@ With ``f = apply_fn(params, x, t)`` ([B, *event]) and ``σ_t = sigma_fn(t)`` ([B
 
 ====================  ==========================================================================
 ``"u"``               s = (x − f) / σ_t                     unconstrained (Eq. 12, left; NCSN)
-``"qc"``              identical to ``"u"``: quasi-conservativeness comes from the loss's
-                      regulariser (Eqs. 14–16), not from the architecture
 ``"c"``               s = −∇ₓ E,  E = ‖x − f‖² / (2σ_t)     constrained (Eq. 12, right)
 ``"c_norm"``          s = −∇ₓ E,  E = ‖f‖² / (2σ_t)         the official C-NCSN++ energy
                       (official_code_facts §1a: h = −½‖f‖²/σ, s = ∇h)
@@ -15,6 +13,10 @@ With ``f = apply_fn(params, x, t)`` ([B, *event]) and ``σ_t = sigma_fn(t)`` ([B
                       (DDPM++, DDPM: f predicts the noise z of x̃ = c_t x₀ + σ_t z)
 ``"direct"``          s = f                                  the autoencoder, DLSM toy nets
 ====================  ==========================================================================
+
+A QC model (QCSGM §4) is a "u" (or "scale_by_sigma") model trained with ``training.qc_weight``
+> 0: quasi-conservativeness comes from the loss's regulariser (Eqs. 14–16), not from the
+architecture, so it has no parameterisation of its own.
 
 The constrained scores are the exact gradient of a scalar energy per example, computed by
 autodiff: since examples never interact, ∇ₓ Σ_b E_b(x_b) has row b equal to ∇E_b, so one
@@ -41,7 +43,7 @@ SigmaFn = Callable[[Array], Array]
 ScoreModel = Callable[[Array, Array], Array]
 EnergyFn = Callable[[Array, Array], Array]
 
-PARAMETERISATIONS: tuple[str, ...] = ("u", "qc", "c", "c_norm", "scale_by_sigma",
+PARAMETERISATIONS: tuple[str, ...] = ("u", "c", "c_norm", "scale_by_sigma",
                                       "noise_prediction", "direct")
 ENERGY_PARAMETERISATIONS: tuple[str, ...] = ("c", "c_norm")
 

@@ -51,17 +51,16 @@ m = ⌈qc_fraction · block⌉ rows of every block only, with its own linearisat
 those rows; the objective still uses every row. Since the rows of a batch come in random order,
 the mean over the QC rows is unbiased for the mean over the batch, in value and in gradient.
 
-**Keys.** ``key`` splits as ``kt, kz, kp, kq = jax.random.split(key, 4)``: t =
-``uniform(kt, [B], eps, T)`` and z = ``normal(kz, x0.shape)`` in x0's dtype; the objective's probes
-come from kp (``ssm``: ``draw_probes(kp, [K, B, *event])``, ``fd_ssm``: ``fd_ssm_loss(…, kp, …)``)
-and the QC probes from kq (``draw_probes(kq, [qc_num_vectors, B_qc, *event])``, B_qc = B, or the
-number of QC rows with ``qc_fraction`` < 1).
+**Keys.** All the randomness of one evaluation is :func:`draw_noise`'s: t, z, and the keys of
+the objective's probes (``ssm``: ``draw_probes(probe_key, [K, B, *event])``, ``fd_ssm``:
+``fd_ssm_loss(…, probe_key, …)``) and of the QC probes (``draw_probes(qc_key,
+[qc_num_vectors, B_qc, *event])``, B_qc = B, or the number of QC rows with ``qc_fraction`` < 1).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +80,24 @@ QC_ESTIMATORS = ("hutchinson", "exact")
 PERTURBATIONS = ("marginal", "diffusion")
 PROJECTIONS = losses.PROJECTIONS
 _NEEDS_JVP = ("ssm", "ism")
+
+
+class Noise(NamedTuple):
+    """The draws of one loss evaluation: times ``t`` [B], Gaussian noise ``z`` [B, *event], and
+    the keys of the objective's probes (``probe_key``) and of the QC probes (``qc_key``)."""
+
+    t: Array
+    z: Array
+    probe_key: Array
+    qc_key: Array
+
+
+def draw_noise(key: Array, x0: Array, eps: float, T: float) -> Noise:
+    """The randomness of ``loss_fn(score_model, x0, key)``: t ~ U(eps, T) per example and
+    z ~ N(0, I) in x0's dtype, plus the probe keys (module docstring, "Keys")."""
+    kt, kz, probe_key, qc_key = jax.random.split(key, 4)
+    t = jax.random.uniform(kt, (x0.shape[0],), x0.dtype, eps, T)
+    return Noise(t, jax.random.normal(kz, x0.shape, x0.dtype), probe_key, qc_key)
 
 
 def exact_qc(jvp_fn, x: Array) -> Array:
@@ -181,11 +198,9 @@ def get_sde_loss_fn(
         batch = x0.shape[0]
         qc_rows = _qc_rows_per_group(batch, qc_fraction, qc_groups) if use_qc else batch
         partial_qc = use_qc and qc_rows < batch // qc_groups
-        kt, kz, kp, kq = jax.random.split(key, 4)
-        t = jax.random.uniform(kt, (batch,), x0.dtype, eps, sde.T)
+        t, z, kp, kq = draw_noise(key, x0, eps, sde.T)
         mean, std, weight = _perturbation_kernel(sde, perturbation, weighting, x0, t)
         sig = per_example(std, x0)
-        z = jax.random.normal(kz, x0.shape, x0.dtype)
         x_tilde = mean + sig * z
 
         def score_at(times):

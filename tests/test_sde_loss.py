@@ -1,6 +1,7 @@
-"""The SDE-level loss factory against hand computations: the documented key split, the SDE
-formulas written out here (not sde.py's), the objectives of sgm_jax.losses, and the QC term
-from full per-example Jacobians.
+"""The SDE-level loss factory against hand computations: the factory's draws
+(``sde_loss.draw_noise``, whose distribution is tested here too), the SDE formulas written out
+here (not sde.py's), every objective written out here (not sgm_jax.losses' kernels), and the QC
+term from full per-example Jacobians.
 
 The hand computations run in float64, so a mismatch beyond 1e-10 (relative) is a wrong formula,
 not rounding: every quantity here is O(1e−2..1e3) and passes through a few hundred flops.
@@ -21,7 +22,7 @@ from exact_reference import assert_unbiased, energy_score, init_mlp, mlp_score
 from sgm_jax import losses
 from sgm_jax._jacobian import linearize_score
 from sgm_jax.sde import VESDE, VPSDE, subVPSDE
-from sgm_jax.sde_loss import OBJECTIVES, PERTURBATIONS, get_sde_loss_fn
+from sgm_jax.sde_loss import OBJECTIVES, PERTURBATIONS, draw_noise, get_sde_loss_fn
 
 RTOL = 1e-10  # float64 (module docstring)
 EPS = 1e-5  # the factory's default t_min
@@ -58,17 +59,15 @@ def _sde_formulas(name, t):
 
 
 def _draws(key, x0, sde_name, perturbation="marginal", weighting="sigma2"):
-    """t, z, the keys, the mean c·x0, the perturbation std σ and λ(t) from the documented
-    split kt, kz, kp, kq = split(key, 4)."""
-    kt, kz, kp, kq = jax.random.split(key, 4)
-    t = jax.random.uniform(kt, (x0.shape[0],), x0.dtype, EPS, 1.0)
-    z = jax.random.normal(kz, x0.shape, x0.dtype)
+    """t, z and the probe keys the factory draws (``draw_noise``), the mean c·x0, the
+    perturbation std σ and λ(t) by hand."""
+    t, z, kp, kq = draw_noise(key, x0, EPS, 1.0)
     c, sigma_t, g2 = _sde_formulas(sde_name, t)
     if perturbation == "diffusion":
         std, weight = jnp.sqrt(g2), g2
     else:
         std, weight = sigma_t, sigma_t**2 if weighting == "sigma2" else g2
-    return dict(t=t, z=z, kz=kz, kp=kp, kq=kq, mean=c[:, None] * x0, c=c, std=std, weight=weight,
+    return dict(t=t, z=z, kp=kp, kq=kq, mean=c[:, None] * x0, c=c, std=std, weight=weight,
                 x_tilde=c[:, None] * x0 + std[:, None] * z)
 
 
@@ -100,19 +99,25 @@ def _parzen_score_np(x, data, sigma):
 
 
 def _objective_by_hand(objective, model, x0, d, data, num_projections, fd_eps):
-    """The per-example objective from sgm_jax.losses (or an exact reference) at d's draws."""
+    """The per-example objective at d's draws, written out: DSM Eq. 6, LCSS Eq. 19, SSM-VR and
+    ISM from full Jacobians, FD-SSM (LCSS §2.3) from its two shifted evaluations, ESM against
+    the Parzen score of the perturbed data."""
     score = lambda y: model(y, d["t"])  # noqa: E731
-    if objective == "dsm":  # dsm_loss draws z = normal(kz): x̃ = mean + σz, the same point
-        return losses.dsm_loss(score, d["mean"], d["kz"], d["std"])
+    s, z, std = score(d["x_tilde"]), d["z"], d["std"][:, None]
+    if objective == "dsm":
+        return 0.5 * jnp.sum((s + z / std) ** 2, -1)
     if objective == "lcss":
-        return losses.lcss_loss(score, d["mean"], d["kz"], d["std"])
+        return jnp.sum(s * z, -1) / d["std"] + 0.5 * jnp.sum(s**2, -1)
     if objective == "ssm":
         v = jax.random.rademacher(d["kp"], (num_projections, *x0.shape), x0.dtype)
         jac = _jacobians(model, d["x_tilde"], d["t"])
         vjv = jnp.einsum("kbi,bij,kbj->kb", v, jac, v)
         return jnp.mean(vjv, 0) + 0.5 * jnp.sum(score(d["x_tilde"]) ** 2, -1)
-    if objective == "fd_ssm":
-        return losses.fd_ssm_loss(score, d["x_tilde"], d["kp"], fd_eps)
+    if objective == "fd_ssm":  # one Rademacher probe from the probe key (draw_probes)
+        v = jax.random.rademacher(d["kp"], x0.shape, x0.dtype)
+        plus, minus = score(d["x_tilde"] + fd_eps * v), score(d["x_tilde"] - fd_eps * v)
+        return (jnp.sum(v * (plus - minus), -1) / (2 * fd_eps)
+                + 0.125 * jnp.sum((plus + minus) ** 2, -1))
     if objective == "ism":
         jac = _jacobians(model, d["x_tilde"], d["t"])
         return 0.5 * jnp.sum(score(d["x_tilde"]) ** 2, -1) + jnp.trace(jac, axis1=1, axis2=2)
@@ -126,8 +131,10 @@ def _objective_by_hand(objective, model, x0, d, data, num_projections, fd_eps):
 
 @pytest.mark.parametrize("qc", ["none", "hutchinson", "exact"])
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_every_objective_equals_the_losses_function_by_hand(objective, qc):
-    """λ(t)·objective + qc_weight·σ_t²·QC with the documented draws, on a VP SDE (c(t) ≠ 1)."""
+def test_every_objective_equals_its_formula_by_hand(objective, qc):
+    """λ(t)·objective + qc_weight·σ_t²·QC with the factory's draws, on a VP SDE (c(t) ≠ 1), every
+    objective written out here: a wrong kernel in sgm_jax.losses (e.g. z·σ for z/σ in DSM) fails,
+    while a changed key routing (draw_noise) is followed."""
     with jax.enable_x64(True):
         params, x0 = _setup(dtype=jnp.float64)
         model = _time_conditional(params)
@@ -420,3 +427,20 @@ def test_qc_from_linearization_matches_public_qc_loss():
     _, jvp_fn, vjp_fn = linearize_score(score, x0)
     np.testing.assert_allclose(losses.qc_from_linearization(jvp_fn, vjp_fn, v),
                                losses.qc_loss(score, x0, key), rtol=1e-6)
+
+
+def test_draw_noise_draws_uniform_times_and_standard_normal_noise():
+    """t ~ U(eps, T) and z ~ N(0, I) (their means and variances within 5 standard errors of
+    n = 40,000 draws), the probe keys independent of each other and of the noise. Catches a
+    time range or a noise scale off by any factor, and probe keys reused between objective and
+    QC."""
+    n, eps, horizon = 40_000, 0.1, 0.7
+    t, z, kp, kq = draw_noise(jax.random.PRNGKey(0), jnp.zeros((n, 2)), eps, horizon)
+    t, z = np.asarray(t, np.float64), np.asarray(z, np.float64)
+    assert t.min() >= eps and t.max() <= horizon
+    width = horizon - eps
+    assert abs(t.mean() - (eps + horizon) / 2) < 5 * width / math.sqrt(12 * n)
+    assert abs(t.var() - width**2 / 12) < 5 * width**2 * math.sqrt((1 / 80 - 1 / 144) / n)
+    assert abs(z.mean()) < 5 / math.sqrt(2 * n) and abs(z.var() - 1) < 5 * math.sqrt(2 / (2 * n))
+    probes = [np.asarray(jax.random.normal(k, (4,))) for k in (kp, kq)]
+    assert not np.allclose(probes[0], probes[1])

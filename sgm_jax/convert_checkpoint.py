@@ -65,12 +65,14 @@ RECORD = "converted_from.json"
 @dataclasses.dataclass(frozen=True)
 class Published:
     """A published checkpoint in the library's layout: ``params``, ``ema_params`` (``params``
-    where the file has no EMA), the ``step`` (0 where the file has none: ``has_step`` False) and
-    the ``format``."""
+    where the file has no EMA), ``model_state`` (a classifier's BatchNorm statistics, ``{}``
+    for score networks), the ``step`` (0 where the file has none: ``has_step`` False) and the
+    ``format``."""
 
     format: str
     params: Any
     ema_params: Any
+    model_state: dict
     step: int
     has_step: bool
 
@@ -93,7 +95,8 @@ def _step(value, source: str) -> tuple[int, bool]:
 def _from_pytorch(checkpoint: Mapping, layout: torch_layout.NetworkLayout, kind: str,
                   source: str) -> Published:
     model = checkpoint["model"]
-    params = torch_layout.state_dict_to_variables(model, layout)["params"]
+    variables = torch_layout.state_dict_to_variables(model, layout)
+    params = variables.pop("params")
     ema = checkpoint.get("ema")
     if ema is None:
         ema_params = params
@@ -102,7 +105,7 @@ def _from_pytorch(checkpoint: Mapping, layout: torch_layout.NetworkLayout, kind:
     else:
         raise ValueError(f"{source!r}: 'ema' is not an EMA state dict ({{decay, num_updates, "
                          f"shadow_params}}); it holds {type(ema).__name__}.")
-    return Published(kind, params, ema_params, *_step(checkpoint.get("step"), source))
+    return Published(kind, params, ema_params, variables, *_step(checkpoint.get("step"), source))
 
 
 def _from_flax(state: Mapping, layout: torch_layout.NetworkLayout, source: str) -> Published:
@@ -130,8 +133,11 @@ def _from_flax(state: Mapping, layout: torch_layout.NetworkLayout, source: str) 
         return traverse_util.unflatten_dict(
             {k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")
 
+    if state.get("model_state"):
+        raise ValueError(f"{source!r} holds model state {sorted(state['model_state'])}; the "
+                         "library's score networks have none.")
     return Published(FLAX_SCORE, tree(raw_params, "parameter"), tree(raw_ema, "EMA parameter"),
-                     *_step(state.get("step"), source))
+                     {}, *_step(state.get("step"), source))
 
 
 def _is_torch_file(path: str) -> bool:
@@ -183,7 +189,8 @@ def _save(experiment, published: Published, workdir: str) -> None:
         state = TrainState(step=jnp.asarray(published.step, jnp.int32), params=params,
                            opt_state=experiment.optimizer.init(params),
                            ema_params=jax.tree.map(jnp.asarray, {"params": published.ema_params}),
-                           key=experiment.keys()["train"])
+                           key=experiment.keys()["train"],
+                           model_state=jax.tree.map(jnp.asarray, published.model_state))
         writer.save(published.step, args=ocp.args.StandardSave(state))
         writer.wait_until_finished()
     finally:

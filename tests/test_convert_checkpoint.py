@@ -386,3 +386,67 @@ def _check_against_official(tmp_path, case, repository, command, name):
     print(f"{case}: max |Δ| {error:.3g}, relative {error / np.abs(reference['out']).max():.3g}, "
           f"bound {bound:.3g}")
     assert error <= bound
+
+
+def _dlsm_config(**overrides):
+    """configs/dlsm/cifar10_dlsm.py with the one-level NCSN++ as its score half (the classifier is
+    the released ResNet-18 at full size)."""
+    spec = importlib.util.spec_from_file_location(
+        "dlsm", os.path.join(ROOT, "configs/dlsm/cifar10_dlsm.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in {**official_networks.CASES["ve_ncsnpp_deep_one_level"][3],
+                       **overrides}.items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def test_a_dlsm_run_converts_its_score_model_then_its_released_classifier(tmp_path):
+    """Two conversions into one workdir: the score model into WORKDIR/checkpoints, then the
+    classifier ({model, optimizer, step}, BatchNorm running statistics, no EMA) into
+    WORKDIR/classifier/checkpoints, recorded against that score checkpoint as a trained DLSM run
+    records it, so the DLSM evaluation loads the pair."""
+    from test_classifiers import official_state_dict
+
+    from sgm_jax import dlsm
+    from sgm_jax.classifier_experiment import build_classifier_experiment
+
+    config = _dlsm_config(**{"training.batch_size": 8})
+    config.classifier.training.batch_size = 8  # the 8 test devices divide it
+    workdir = str(tmp_path / "run")
+    classifier_file = tmp_path / "classifier_checkpoint.pth"
+    rng = np.random.default_rng(8)
+    model = collections.OrderedDict(
+        (name, np.array(7, np.int64) if name.endswith("num_batches_tracked") else
+         rng.uniform(0.5, 1.5, shape).astype(np.float32) if name.endswith("running_var") else
+         rng.normal(size=shape).astype(np.float32))
+        for name, shape in official_state_dict(18, 10).items())
+    write_arrays_pth(classifier_file, {"optimizer": {"state": {}, "param_groups": []},
+                                       "model": model, "step": 60000})
+    with pytest.raises(ValueError, match="no checkpoint"):  # the score model comes first
+        convert_checkpoint.convert(classifier_file, config, workdir)
+    score_file = tmp_path / "score_checkpoint.pth"
+    write_arrays_pth(score_file, _published("ve_ncsnpp_deep_one_level", 9))
+    assert convert_checkpoint.convert(score_file, config, workdir) == 26
+    assert convert_checkpoint.convert(classifier_file, config, workdir) == 60000
+
+    experiment = build_classifier_experiment(config)
+    score_params, classifier, step, record = dlsm.load_models(experiment, workdir)
+    assert step == 60000 and record["step"] == 26
+    variables = _flat(classifier)
+    prefix = "module.classifier.classifier."
+    np.testing.assert_array_equal(variables["params/layer2_0/shortcut_0/kernel"],
+                                  model[prefix + "layer2.0.shortcut.0.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(variables["batch_stats/layer2_0/shortcut_1/var"],
+                                  model[prefix + "layer2.0.shortcut.1.running_var"])
+    np.testing.assert_array_equal(variables["params/condition_modules_0/W"],
+                                  model["module.classifier.condition_modules.0.W"])
+    np.testing.assert_array_equal(variables["params/linear/kernel"],
+                                  model[prefix + "linear.weight"].T)
+    with open(os.path.join(workdir, "classifier", convert_checkpoint.RECORD)) as f:
+        assert json.load(f)["format"] == convert_checkpoint.PYTORCH_CLASSIFIER
+    not_dlsm = _config("ve_ncsnpp_deep_one_level")
+    with pytest.raises(ValueError, match="a DLSM classifier needs a configs/dlsm config"):
+        convert_checkpoint.convert(classifier_file, not_dlsm, str(tmp_path / "other"))

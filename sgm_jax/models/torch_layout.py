@@ -14,9 +14,10 @@ weights; this module maps the weights. Two naming schemes occur in published fil
   parameters; the order is read by intercepting the Flax calls (:func:`network_layout`). Below that
   level the PyTorch attribute names are the Flax names (``GroupNorm_0``, ``Conv_0``, ``Dense_0``,
   ``NIN_0``, ``Conv2d_0``, as in score_sde's Flax code). The buffer ``sigmas`` is dropped.
-* **named** (DLSM's ``resnet_cond`` classifier): the Flax path is the PyTorch name without the
-  ``classifier.`` prefix, each ``name.<digit>`` joined into ``name_<digit>``
-  (``classifier.layer2.0.shortcut.1.running_mean`` → ``layer2_0/shortcut_1``).
+* **named** (DLSM's ``resnet_cond`` classifier, :mod:`sgm_jax.models.classifiers`): the Flax
+  path is the PyTorch name without its ``classifier.`` components (the wrapper's and
+  ``resnet_cond``'s attribute), each ``name.<digit>`` joined into ``name_<digit>``
+  (``classifier.classifier.layer2.0.shortcut.1.running_mean`` → ``layer2_0/shortcut_1``).
 
 A leading ``module.`` (``torch.nn.DataParallel``) is removed in both. Leaves: a 4-D ``weight``
 [O, I, kh, kw] is a kernel [kh, kw, I, O] (``kernel`` of ``nn.Conv``, ``weight`` of the FIR
@@ -90,10 +91,8 @@ def _strip_data_parallel(names: Sequence[str]) -> dict[str, str]:
 
 
 def _named_module_path(name: str) -> list[str]:
-    """``classifier.layer2.0.conv1`` → ``["layer2_0", "conv1"]`` (module docstring)."""
-    parts = name.split(".")
-    if parts[0] == "classifier":
-        parts = parts[1:]
+    """``classifier.classifier.layer2.0.conv1`` → ``["layer2_0", "conv1"]`` (module docstring)."""
+    parts = [part for part in name.split(".") if part != "classifier"]
     out: list[str] = []
     for part in parts:
         if part.isdigit() and out:

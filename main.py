@@ -3,8 +3,10 @@
     python main.py --config=configs/toy/checkerboard_qc.py --mode=train --workdir=runs/cb_qc \
         [--config.training.n_iters=100 ...] [--debug]
 
-``train`` trains (resuming from ``WORKDIR/checkpoints`` when a checkpoint exists) and then
-evaluates; ``eval`` evaluates the checkpoint of ``config.eval.checkpoint`` (-1: the latest),
+``train`` trains (resuming from ``WORKDIR/checkpoints`` when a checkpoint exists), and evaluates
+when ``training.evaluate_after`` is set (the toy configs; image configs keep training and
+evaluation apart, as score_sde): everything the run needs (its data, a writable workdir, the
+evaluation's weight files) is checked before the first step; ``eval`` evaluates the checkpoint of ``config.eval.checkpoint`` (-1: the latest),
 ``sample`` draws samples, ``stats`` computes the training split's Inception statistics (image
 data; ``eval`` computes them too when they are missing). Multi-host runs initialise
 ``jax.distributed`` from the environment.
@@ -49,21 +51,20 @@ def run(config, mode: str, workdir: str):
     from sgm_jax.classifier_experiment import build_classifier_experiment
     from sgm_jax.experiment import build_experiment
 
-    score_experiment = build_experiment(config)
+    experiment = build_experiment(config)
     if mode == "stats":
-        return evaluate.statistics(score_experiment)
+        return evaluate.statistics(experiment)
+    fit = train.train
     if config_fields.has(config, "classifier"):  # DLSM: score model, then classifier (sgm_jax.dlsm)
-        experiment = build_classifier_experiment(config, score_experiment)
-        fit, assess, draw = dlsm.train_pipeline, dlsm.evaluate, dlsm.sample
-    else:
-        experiment = score_experiment
-        fit, assess, draw = train.train, evaluate.evaluate, evaluate.sample
-    if mode == "train":
-        fit(experiment, workdir)
-        return assess(experiment, workdir)
+        experiment, fit = build_classifier_experiment(config, experiment), dlsm.train_pipeline
     if mode == "eval":
-        return assess(experiment, workdir)
-    return draw(experiment, workdir)
+        return evaluate.evaluate(experiment, workdir)
+    if mode == "sample":
+        return evaluate.sample(experiment, workdir)
+    if experiment.training.evaluate_after:
+        evaluate.check_ready(experiment)
+    fit(experiment, workdir, config_json=config.to_json_best_effort(indent=2))
+    return evaluate.evaluate(experiment, workdir) if experiment.training.evaluate_after else None
 
 
 def use_compilation_cache(workdir: str, enabled: bool = True) -> str | None:

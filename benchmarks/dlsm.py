@@ -41,9 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import (TrainStepRunner, compare, compare_runners,  # noqa: E402
                                format_table, gflops, write_json)
-from sgm_jax import classifier_loss, guidance, models  # noqa: E402
+from sgm_jax import classifier_loss, models  # noqa: E402
 from sgm_jax.classifier_experiment import build_classifier_experiment  # noqa: E402
-from sgm_jax.experiment import conditioning_fn, sde_from_config  # noqa: E402
+from sgm_jax.experiment import build_experiment  # noqa: E402
 
 SETUPS = ("moons", "digits")
 OBJECTIVES = {"ce": "base", "dlsm": "dlsm", "total": "dlsm"}  # objective: a guidance it allows
@@ -99,36 +99,30 @@ def _gflops(fn, *args) -> float:
 
 
 def flops_table() -> dict:
-    """GFLOP per image of the CIFAR-10 DLSM steps (module docstring)."""
+    """GFLOP per image of the CIFAR-10 DLSM steps (module docstring), of the networks and losses
+    the experiment builders make (nothing is loaded)."""
     config = importlib.import_module("configs.dlsm.cifar10_dlsm").get_config()
-    sde = sde_from_config(config)
-    score_net = models.network_from_config(config)
-    classifier = models.network_from_config(config, "classifier.model")
+    score = build_experiment(config, num_devices=1)
+    experiment = build_classifier_experiment(config, score, num_devices=1)
     size, channels = config.data.image_size, config.data.num_channels
     x = jnp.zeros((1, size, size, channels), jnp.float32)
-    t, y = jnp.full((1,), 0.5), jnp.zeros((1,), jnp.int32)
-    shapes = [jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
-              for net in (score_net, classifier)]
-    score_cond = conditioning_fn(config.model.condition, sde)
-    class_cond = conditioning_fn(config.classifier.model.condition, sde)
-
-    def score_model(p):
-        return models.make_score_fn(lambda q, u, s: score_net.apply(q, u, score_cond(s)), p,
-                                    config.model.parameterisation, sde.marginal_std)
-
-    def logits_model(q):
-        return lambda u, s: classifier.apply(q, u, class_cond(s))
+    t, y, key = jnp.full((1,), 0.5), jnp.zeros((1,), jnp.int32), jax.random.PRNGKey(0)
+    score_variables = jax.eval_shape(score.init_params, key)
+    params, model_state = models.split_variables(
+        jax.eval_shape(experiment.init_params, key))
+    batch = {"x": x, "label": y}
+    options = {k: v for k, v in experiment.loss_settings.items() if k != "objective"}
 
     def step(objective):
-        loss_fn = classifier_loss.get_classifier_loss_fn(sde, objective)
-        return lambda q, p: jax.grad(lambda r: loss_fn(logits_model(r), score_model(p), x, y,
-                                                       jax.random.PRNGKey(0))[0])(q)
+        loss_fn = classifier_loss.get_classifier_loss_fn(score.sde, objective, **options)
+        return lambda q, s, p: jax.grad(lambda r: experiment.batch_loss(
+            r, batch, key, model_state=s, loss_fn=loss_fn, frozen=p, dropout_key=key)[0])(q)
 
-    steps = {objective: _gflops(step(objective), shapes[1], shapes[0])
+    steps = {objective: _gflops(step(objective), params, model_state, score_variables)
              for objective in ("ce", "dlsm", "total")}
-    evals = {"unconditional": _gflops(lambda p: score_model(p)(x, t), shapes[0]),
-             "conditional": _gflops(lambda p, q: guidance.posterior_score_model(
-                 score_model(p), logits_model(q), y)(x, t), shapes[0], shapes[1])}
+    evals = {"unconditional": _gflops(lambda p: score.score_model(p)(x, t), score_variables),
+             "conditional": _gflops(lambda p, q: experiment.posterior_score_model(p, q, y)(x, t),
+                                    score_variables, {**params, **model_state})}
     result = {"classifier_step_gflop": steps, "ratio_total_to_ce": steps["total"] / steps["ce"],
               "score_eval_gflop": evals,
               "ratio_conditional_to_unconditional": evals["conditional"] / evals["unconditional"]}

@@ -3,14 +3,14 @@ examples per second, Inception features per second, and the share of a batch's t
 the network's forward passes.
 
 Each evaluation path runs one global batch per call through the per-batch programs of
-``sgm_jax.image_eval`` (``BatchSampler``, ``bpd_batch_fn``) and ``metrics.load_inception``:
+``sgm_jax.evaluate.images`` (``BatchSampler``, ``bpd_batch_fn``) and ``metrics.load_inception``:
 
 * **forward**: ``K`` = ``--forward-passes`` passes of the score model
   ``experiment.score_model(params)(x, t)`` on a batch in one jitted loop (reported per pass):
   the cost of one NFE as the samplers' compiled loops pay it, without a dispatch per pass;
 * **forward + JVP**: the same with one ``jax.jvp`` (one Hutchinson probe), the unit of the
   likelihood's vector field;
-* **PC**: ``image_eval.BatchSampler`` with the predictor–corrector sampler (``sde.num_scales``
+* **PC**: ``sgm_jax.evaluate.images.BatchSampler`` with the predictor–corrector sampler (``sde.num_scales``
   = ``--pc-steps``): a sharded prior draw, the sampler in one jitted program with the batch
   sharded over the data mesh, the samples fetched to the host as uint8;
   batch i draws from ``fold_in(key, i)``. Its time at score_sde's N = 1000 is extrapolated
@@ -18,11 +18,11 @@ Each evaluation path runs one global batch per call through the per-batch progra
   errs on the slow side);
 * **ODE**: the same with ``sampling.method = "ode"`` (diffrax Dopri5 at the config's
   ``sampling.rtol``/``atol``, or ``--ode-tol``); its NFE is the solver's count;
-* **BPD**: one batch of the test split through ``image_eval.bpd_batch_fn`` (uniform
+* **BPD**: one batch of the test split through ``sgm_jax.evaluate.images.bpd_batch_fn`` (uniform
   dequantisation and the likelihood with the Hutchinson divergence in one jitted program, at
   ``eval.bpd_rtol``/``bpd_atol``/``bpd_eps`` or ``--bpd-tol``), the values fetched to the host;
 * **Inception**: ``metrics.load_inception`` (``--inception-batch`` images per pass, by default
-  its 50, as ``image_eval`` calls it) on ``--inception-images`` uint8 images of the data's size,
+  its 50, as the image evaluation calls it) on ``--inception-images`` uint8 images of the data's size,
   from random weights in the converted ``.npz`` layout unless ``--inception-weights`` names the
   real file (speed does not depend on the weights).
 
@@ -71,7 +71,7 @@ sys.path.insert(0, ROOT)
 from benchmarks.timing import compare, format_table, image_data, write_json  # noqa: E402
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import Experiment, build_experiment  # noqa: E402
-from sgm_jax.image_eval import BatchSampler, bpd_batch_fn  # noqa: E402
+from sgm_jax.evaluate.images import BatchSampler, bpd_batch_fn  # noqa: E402
 from sgm_jax.metrics import load_inception  # noqa: E402
 from sgm_jax.metrics.inception import write_random_inception_weights  # noqa: E402
 
@@ -174,14 +174,14 @@ def _forward_step(experiment: Experiment, params, mesh, batch: int, passes: int,
 
 
 def _sampler_step(experiment: Experiment, params, mesh, batch: int, key) -> Callable:
-    """One sample batch as ``image_eval`` draws it (``image_eval.BatchSampler``: a sharded prior
+    """One sample batch as the image evaluation draws it (``sgm_jax.evaluate.images.BatchSampler``: a sharded prior
     draw, the experiment's sampler in one jitted program, the samples fetched as uint8)."""
     sampler = BatchSampler(experiment, params, batch, mesh)
     return lambda i: sampler(jax.random.fold_in(key, i))
 
 
 def _bpd_step(experiment: Experiment, params, mesh, batch: int, key) -> Callable:
-    """Bits/dim of one test batch as ``image_eval`` computes it (``image_eval.bpd_batch_fn``),
+    """Bits/dim of one test batch as the image evaluation computes it (``sgm_jax.evaluate.images.bpd_batch_fn``),
     the values fetched to the host."""
     run = bpd_batch_fn(experiment, mesh)
     rows = next(iter(experiment.data.eval_batches(batch)))
@@ -325,7 +325,7 @@ def benchmark(args, events: _Events, weights: str) -> dict:
     device = f"{jax.devices()[0].platform} × {jax.device_count()}"
     print(format_table(result, f"Evaluation, one batch per run (forward steps: {passes} passes "
                                f"per loop), batch {batch}, nf {args.nf}, "
-                               f"{experiment.config.model.num_res_blocks} blocks, {device}",
+                               f"{experiment.network.num_res_blocks} blocks, {device}",
                        notes))
     print()
     print(_markdown(result, args))

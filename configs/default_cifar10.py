@@ -88,6 +88,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.snapshot_num_samples = 64
     training.init_from = ""
     training.init_step = -1
+    # --mode=train only trains (score_sde keeps train and eval apart: an evaluation at scale is
+    # its own job); True runs --mode=eval when training ends
+    training.evaluate_after = False
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.lr = 2e-4

@@ -61,6 +61,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.snapshot_num_samples = 5000
     training.init_from = ""  # a fresh run starts from this run's checkpoint (two-stage training)
     training.init_step = -1  # its step; -1 = the latest
+    training.evaluate_after = True  # --mode=train ends with the evaluation (seconds for a toy)
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.lr = 7.5e-4
@@ -79,7 +80,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-3
     sampling.atol = 1e-5
     sampling.eps = 1e-5
-    sampling.num_samples = 5000
+    sampling.num_samples = 5000  # --mode=sample
     sampling.predictor = "reverse_diffusion"
     sampling.corrector = "langevin"
     sampling.snr = 0.16
@@ -87,6 +88,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.num_points = 5000
+    evaluation.num_samples = 5000  # samples of the evaluation (NFE, P / R / D / C against data)
     evaluation.num_levels = 10
     evaluation.nll_num_points = 5000
     evaluation.prdc_k = 3

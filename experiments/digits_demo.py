@@ -3,8 +3,8 @@ trained and evaluated through ``main.py``'s code path, as U, QC and the two chea
 
 For every run ``NAME=CONFIG`` (a config file, optionally followed by ``:FIELD=VALUE,...``
 overrides) the script calls ``main.run(config, "train", WORKDIR/NAME)`` (which resumes from the
-run's latest checkpoint and ends with ``--mode=eval``: samples and their NFE, bits/dim on the test
-split, Asym / NAsym over t), then computes sample-quality metrics in the feature space of a small
+run's latest checkpoint) and ``main.run(config, "eval", WORKDIR/NAME)`` (samples and their NFE,
+bits/dim on the test split, Asym / NAsym over t), then computes sample-quality metrics in the feature space of a small
 digits classifier trained by the library (``sgm_jax.metrics.feature_classifier``, fixed key):
 FID, KID and precision / recall / density / coverage (k = 3) of the evaluation's samples against
 the test split. **These are not Inception FIDs**: they compare the runs of this table with each
@@ -45,7 +45,7 @@ from sgm_jax.data.images import load_split  # noqa: E402
 from sgm_jax.metrics import fid, kid, prdc  # noqa: E402
 from sgm_jax.metrics.feature_classifier import (  # noqa: E402
     FEATURE_SEED, FEATURE_STEPS, fit_feature_space)
-from sgm_jax.toy_eval import training_curves  # noqa: E402
+from sgm_jax.evaluate.toy import training_curves  # noqa: E402
 
 PRDC_K = 3
 KID_SUBSET = 100
@@ -167,7 +167,8 @@ def main(argv=None) -> None:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     for name, spec in runs.items():
         workdir = os.path.join(args.workdir, name)
-        results = entry.run(load_config(spec), "train", workdir)
+        entry.run(load_config(spec), "train", workdir)
+        results = entry.run(load_config(spec), "eval", workdir)
         samples = stored_samples(workdir, results["step"])
         num_samples = len(samples)
         row = quality(features, test_split.x, samples, key)

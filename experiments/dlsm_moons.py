@@ -13,7 +13,7 @@ The models, trained by the library's loop (``sgm_jax.train.train``, what ``main.
   points (``toy_source(..., classes=(y,))``), one model per class; its likelihood field is the
   class model minus the unconditional one.
 
-Each method is evaluated with ``sgm_jax.conditional_eval`` (the official toy protocol): the mean
+Each method is evaluated with ``sgm_jax.evaluate.conditional_toy`` (the official toy protocol): the mean
 Euclidean error and the mean squared error of the posterior and likelihood fields on the 35²
 grid against the oracle at σ = ``eval.grid_sigma`` (7.5, official) and at ``--sigmas``;
 ``eval.samples_per_class`` samples per class by the configured PC sampler (1,000 steps), their
@@ -55,8 +55,9 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.dlsm import moons_base, moons_dlsm  # noqa: E402
-from sgm_jax import conditional_eval as ce  # noqa: E402
-from sgm_jax import dlsm, toy_eval, train  # noqa: E402
+from sgm_jax.evaluate import conditional_toy as ce  # noqa: E402
+from sgm_jax import checkpoints, dlsm, train  # noqa: E402
+from sgm_jax.evaluate import toy as toy_eval  # noqa: E402
 from sgm_jax.checkpoints import checkpoint_dir, load_checkpoint  # noqa: E402
 from sgm_jax.classifier_experiment import (ClassifierExperiment,  # noqa: E402
                                            build_classifier_experiment)
@@ -78,7 +79,7 @@ FIGURE_SAMPLES = 1000  # samples of each class drawn in the figure
 
 
 class Method(NamedTuple):
-    """A method's posterior scores: ``fields(points, t, label)`` (``conditional_eval`` fields)
+    """A method's posterior scores: ``fields(points, t, label)`` (``sgm_jax.evaluate.conditional_toy`` fields)
     and ``samples(label, num, key) -> (samples, nfe)``."""
 
     fields: Callable
@@ -157,7 +158,7 @@ def train_all(score_iters: int, classifier_iters: int, samples: int, root: str, 
     for name, experiment, run in jobs:
         workdir = dirs[name]
         n_iters = experiment.training.n_iters
-        done_dir = dlsm.classifier_workdir(workdir) if name in ("ce", "total") else workdir
+        done_dir = checkpoints.classifier_workdir(workdir) if name in ("ce", "total") else workdir
         if _finished(done_dir, n_iters):
             continue
         print(f"training {name} ({n_iters} steps) in {workdir}", flush=True)
@@ -196,7 +197,7 @@ def load_methods(score: Experiment, dirs: dict[str, str], base: ClassifierExperi
     methods = {}
     for name, experiment, run in (("base", base, "ce"), ("scaling", scaling, "ce"),
                                   ("dlsm", total, "total")):
-        score_params, params, _, _ = dlsm.load_models(experiment, dirs[run])
+        score_params, params, _, _ = checkpoints.load_models(experiment, dirs[run])
         methods[name] = guided(experiment, score_params, params)
     # the per-class runs have the score run's network and optimiser: its abstract state fits
     score_model = score.score_model(load_checkpoint(score, dirs["score"]).ema_params)
@@ -217,7 +218,7 @@ def load_methods(score: Experiment, dirs: dict[str, str], base: ClassifierExperi
 def method_samples(name: str, method: Method, experiment: ClassifierExperiment, folder: str,
                    timer: Timer) -> tuple[np.ndarray, np.ndarray, int]:
     """``eval.samples_per_class`` samples of every class (cached in ``folder/<name>.npz``), with
-    the keys ``fold_in(eval_key, label)`` of ``conditional_eval.evaluate`` for every method."""
+    the keys ``fold_in(eval_key, label)`` of ``conditional_toy.evaluate`` for every method."""
     path = os.path.join(folder, f"{name}.npz")
     if os.path.exists(path):
         with np.load(path) as stored:
@@ -335,7 +336,7 @@ def classifier_objectives(base: ClassifierExperiment, total: ClassifierExperimen
                                                                       frozen=frozen)[1][0])
     out = {}
     for name, experiment in (("ce", base), ("total", total)):
-        score_params, params, _, _ = dlsm.load_models(experiment, dirs[name])
+        score_params, params, _, _ = checkpoints.load_models(experiment, dirs[name])
         values = [aux(params, score_params, total.data.train_batch(i),
                       jax.random.fold_in(total.eval_key(), i)) for i in range(num_batches)]
         out[name] = {k: float(np.mean([v[k] for v in values])) for k in ("ce", "dlsm", "accuracy")}
@@ -415,14 +416,15 @@ def numbers(results: dict) -> dict:
 
 
 def settings(score: Experiment, base: ClassifierExperiment, total: ClassifierExperiment) -> dict:
-    c = total.config.classifier.training
+    c = total.loss_settings
     return {
         "seed": score.seed, "score_iters": score.training.n_iters,
         "classifier_iters": base.training.n_iters, "official_iters": OFFICIAL_ITERS,
         "batch_size": score.training.batch_size, "classifier_batch_size": base.training.batch_size,
         "score_lr": score.training.lr, "ce_lr": base.training.lr, "total_lr": total.training.lr,
-        "score_weighting": score.config.training.weighting, "dlsm_weighting": c.dlsm_weighting,
-        "dlsm_reduce_mean": c.reduce_mean, "ce_weight": c.ce_weight,
+        "score_weighting": score.loss_settings["weighting"],
+        "dlsm_weighting": c["dlsm_weighting"], "dlsm_reduce_mean": c["reduce_mean"],
+        "ce_weight": c["ce_weight"],
         "ema_rate": score.ema_rate, "scaling_alpha": SCALING_ALPHA,
         "sigma_range": [float(score.sde.sigma_min), float(score.sde.sigma_max)],
         "sampler": score.sampler_settings, "sampler_steps": score.sde.N,
@@ -524,7 +526,7 @@ def curve_lines(dirs: dict[str, str], dsm: dict, num_batches: int) -> list[str]:
     tags = {"score": ("loss",), "class0": ("loss",), "class1": ("loss",),
             "ce": ("ce", "accuracy"), "total": ("dlsm", "ce", "accuracy")}
     for run, workdir in dirs.items():
-        folder = dlsm.classifier_workdir(workdir) if run in ("ce", "total") else workdir
+        folder = checkpoints.classifier_workdir(workdir) if run in ("ce", "total") else workdir
         curves = toy_eval.training_curves(folder)
         for tag in tags[run]:
             steps, values = curves[tag]

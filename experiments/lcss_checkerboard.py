@@ -8,7 +8,7 @@ objective differs; ``lcss_diffusion`` is LCSS with perturbation std g(t) and λ(
    round (``benchmarks/timing.py``): the median step time and its per-round ratio to DSM (the
    paper's Table 2 order: LCSS ≤ DSM < FD-SSM < SSM).
 2. Every run of ``--train`` trained at seed 0, and DSM, LCSS and LCSS σ = g(t) at seeds
-   0 … ``--seeds`` − 1, each evaluated with the QCSGM toy protocol (``sgm_jax.toy_eval.evaluate``:
+   0 … ``--seeds`` − 1, each evaluated with the QCSGM toy protocol (``sgm_jax.evaluate.toy.evaluate``:
    NLL, score error against the Parzen oracle of p_t, Asym / NAsym, precision / recall, sampler
    NFE): the mean ± 95 % Student-t half-width over seeds, and against DSM the mean ± half-width
    of the per-seed (paired) differences.
@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import TrainStepRunner, compare_runners, format_table  # noqa: E402
 from benchmarks.toy import train_once  # noqa: E402
-from sgm_jax import plots, toy_eval  # noqa: E402
+from sgm_jax import plots  # noqa: E402
+from sgm_jax.evaluate import toy as toy_eval  # noqa: E402
 from sgm_jax.checkpoints import init_state, load_checkpoint  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 from sgm_jax.train import make_update_fn  # noqa: E402
@@ -52,7 +53,7 @@ LABELS = {"ssm": "SSM", "fd_ssm": "FD-SSM", "dsm": "DSM", "lcss": "LCSS",
           "lcss_diffusion": "LCSS, σ = g(t)", "esm": "ESM", "ism": "ISM"}
 SEEDED = ("dsm", "lcss", "lcss_diffusion")  # trained at every seed: the comparison with DSM
 PAPER_MS = {"ssm": 497, "fd_ssm": 445, "dsm": 430, "lcss": 419}  # LCSS Table 2, checkerboard MLP
-METRICS = ("nll", "score_error", "asym", "nasym", "precision", "recall", "sampler_nfe")
+METRICS = ("nll", "score_error", "asym", "nasym", "precision", "recall", "nfe")
 HEADERS = ("NLL (nats) ↓", "score error ↓", "Asym", "NAsym", "precision ↑", "recall ↑",
            "sampler NFE")
 
@@ -92,7 +93,7 @@ def evaluated(run: str, seed: int, root: str, n_iters: int | None) -> dict:
     experiment = build_experiment(config_for(run, seed, n_iters))
     workdir = run_dir(root, run, seed)
     step, _ = train_once(experiment, workdir)
-    path = os.path.join(workdir, "eval", f"metrics_step_{step}.json")
+    path = os.path.join(workdir, "eval", f"ckpt_{step}.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -155,7 +156,7 @@ def densities(runs, root: str, n_iters: int | None, side: int):
 
 def _cell(metric: str, mean: float, half: float, signed: bool = False) -> str:
     fmt = "+.3g" if signed else ".3g"
-    if metric == "sampler_nfe" and not signed:
+    if metric == "nfe" and not signed:
         fmt = ".1f"
     return f"{mean:{fmt}} ± {half:.2g}" if half else f"{mean:{fmt}}"
 
@@ -187,7 +188,7 @@ def timing_lines(times: dict) -> list[str]:
 def quality_lines(results: dict[str, list[dict]]) -> list[str]:
     lines = [
         "## Density-model quality", "",
-        "The QCSGM toy protocol (`sgm_jax.toy_eval`) on every run: mean ± 95 % Student-t "
+        "The QCSGM toy protocol (`sgm_jax.evaluate.toy`) on every run: mean ± 95 % Student-t "
         "half-width over the seeds (one seed: no ±). The score error and Asym compare with the "
         "marginal p_t of the SDE at the model's t.", "",
         "| run | seeds | " + " | ".join(HEADERS) + " |", "|---|---|" + "---|" * len(METRICS),

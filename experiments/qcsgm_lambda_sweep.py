@@ -4,7 +4,7 @@ The official toy loss is ‖σs + z‖² + λσ²(tr JJᵀ − tr JJ); this libr
 official λ is ``training.qc_weight = λ/2`` (``configs/default_toy.py``): λ ∈ {0.1, 1, 10} are
 ``--qc-weights 0.05 0.5 5``. For every data set and seed the script trains (or reuses) the U model
 and one QC model per weight through ``qcsgm_table1.run_one`` (``build_experiment``, then
-``train(experiment, workdir)`` and ``toy_eval.evaluate(experiment, workdir)``, the code path of
+``train(experiment, workdir)`` and ``sgm_jax.evaluate.toy.evaluate(experiment, workdir)``, the code path of
 ``main.py``), and tabulates the mean ± 95 % Student-t half-width over seeds, the Asym ratio
 U / QC, the NLL above the exact-score NLL of the same SDE (``qcsgm_table1.reference_nll``), and
 each QC run's regulariser share of the training loss, qc_weight·qc / loss, read from its training
@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgm_jax.toy_eval import training_curves  # noqa: E402
+from sgm_jax.evaluate.toy import training_curves  # noqa: E402
 from qcsgm_table1 import (PAPER, REFERENCES, cached_runs, implied_jacobian_lines,  # noqa: E402
                           law_figures, mean_ci, parse_overrides, per_level_lines, prior_kl_lines,
                           reference_nll, run_dir, run_one, toy_config)

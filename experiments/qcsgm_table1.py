@@ -36,7 +36,7 @@ from sgm_jax.data import (EIGHT_GAUSSIANS_MEANS, EIGHT_GAUSSIANS_STD,  # noqa: E
 from sgm_jax.experiment import Experiment, build_experiment  # noqa: E402
 from sgm_jax.losses import parzen_score  # noqa: E402
 from sgm_jax.metrics import nasym  # noqa: E402
-from sgm_jax.toy_eval import evaluate, nll_nats  # noqa: E402
+from sgm_jax.evaluate.toy import evaluate, nll_nats  # noqa: E402
 from sgm_jax.train import train  # noqa: E402
 from report import write_keeping_discussion  # noqa: E402
 

@@ -4,6 +4,7 @@ checkpoint folders (atomic, multi-host; a run's folder is ``WORKDIR/checkpoints`
     state = load_checkpoint(experiment, workdir)           # the latest, replicated over the mesh
     step, score_model = restore_score_model(experiment, workdir)   # its EMA score model
     variables = eval_variables(state)                      # EMA parameters + running statistics
+    score, classifier, step, record = load_models(classifier_experiment, workdir)   # DLSM runs
 
 A network's variables (``init`` of its Flax module) split into the trained ``params``
 collection, which the optimiser and the EMA see, and its **model state**: the other
@@ -16,6 +17,8 @@ examples never interact, DESIGN §3.1): their model state is ``{}``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +27,13 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from sgm_jax import parallel
+import numpy as np
+
+from sgm_jax import files, parallel
 from sgm_jax.models import split_variables
 
 if TYPE_CHECKING:
+    from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
 Array = jax.Array
@@ -153,3 +159,75 @@ def restore_score_model(experiment: Experiment, workdir: str, step: int = -1):
     ``workdir``: the score model of its EMA parameters, ``score_model(x, t) -> s``."""
     state = load_checkpoint(experiment, workdir, step)
     return int(state.step), experiment.score_model(state.ema_params)
+
+
+# --------------------------------------------------------------------------- DLSM runs
+# A DLSM run holds its score model in WORKDIR (or classifier.score_workdir) and its classifier in
+# WORKDIR/classifier, recorded against the score checkpoint it was trained with.
+
+SOURCE_FILE = "score_source.json"
+
+
+def classifier_workdir(workdir: str) -> str:
+    """The classifier run's folder inside the DLSM run ``workdir``."""
+    return os.path.join(workdir, "classifier")
+
+
+def score_workdir(experiment: ClassifierExperiment, workdir: str) -> str:
+    """The folder of the score model's run: ``classifier.score_workdir`` or ``workdir``."""
+    return os.path.abspath(experiment.score_workdir or workdir)
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 of a parameter pytree's leaves (paths, dtypes, shapes and bytes), host order."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        leaf = np.asarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape};".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def frozen_score(experiment: ClassifierExperiment, workdir: str, *, mesh=None
+                 ) -> tuple[Any, dict]:
+    """The EMA parameters of the configured score checkpoint and its record (``folder``,
+    ``step``, ``digest``), checked against the record of the classifier run in ``workdir`` when
+    there is one."""
+    folder = score_workdir(experiment, workdir)
+    state = load_checkpoint(experiment.score, folder, experiment.score_checkpoint,
+                                        mesh=mesh)
+    record = {"folder": folder, "step": int(state.step),
+              "digest": params_digest(state.ema_params)}
+    path = os.path.join(classifier_workdir(workdir), SOURCE_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            used = json.load(f)
+        if used["digest"] != record["digest"]:
+            raise ValueError(
+                f"the classifier in {classifier_workdir(workdir)} was trained against the score "
+                f"model of step {used['step']} in {used['folder']} (EMA SHA-256 "
+                f"{used['digest'][:12]}…), but the configured score checkpoint is step "
+                f"{record['step']} in {folder} ({record['digest'][:12]}…). Set "
+                f"classifier.score_workdir / classifier.score_checkpoint to the one it was "
+                f"trained with, or train the classifier in a new workdir.")
+    return state.ema_params, record
+
+
+def write_score_source(workdir: str, record: dict) -> None:
+    """Record the score checkpoint a DLSM classifier trains against (``frozen_score``'s record)
+    in ``WORKDIR/classifier/score_source.json``, unless one is there."""
+    path = os.path.join(classifier_workdir(workdir), SOURCE_FILE)
+    if not os.path.exists(path):
+        files.write_json(path, record)
+
+
+def load_models(experiment: ClassifierExperiment, workdir: str, *, mesh=None
+                ) -> tuple[Any, Any, int, dict]:
+    """``(score EMA params, classifier variables, classifier step, score record)`` of the DLSM
+    run in ``workdir``: the classifier checkpoint ``eval.checkpoint`` (−1: the latest), its EMA
+    parameters with its running statistics (:func:`sgm_jax.eval_variables`), and
+    the score checkpoint it was trained against."""
+    score_params, record = frozen_score(experiment, workdir, mesh=mesh)
+    state = load_checkpoint(experiment, classifier_workdir(workdir),
+                                        experiment.evaluation.checkpoint, mesh=mesh)
+    return score_params, eval_variables(state), int(state.step), record

@@ -40,7 +40,7 @@ statistics are used as they are.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -49,15 +49,13 @@ import optax
 
 from sgm_jax import classifier_loss
 from sgm_jax import config_fields as cf
+from sgm_jax import config_sections as sections
 from sgm_jax import data as data_lib
-from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax import guidance, models
-from sgm_jax.experiment import (CONDITIONS, Experiment, TrainingOptions, _data, _optimizer,
-                                _training, conditioning_fn, run_keys)
-
-Array = jax.Array
-LogitsModel = Callable[[Array, Array], Array]
-ScoreModel = Callable[[Array, Array], Array]
+from sgm_jax.config_sections import TrainingOptions
+from sgm_jax.ema import EMA_WARMUPS
+from sgm_jax.experiment import Experiment, run_keys
+from sgm_jax.types import Array, LogitsModel, ScoreModel
 
 CLASSIFIER_STREAM = 1
 
@@ -93,13 +91,13 @@ class ClassifierExperiment:
     ``score``. ``loss_fn(logits_model, score_model, x0, y, key) -> (loss, aux)``."""
 
     name: str
-    config: Any
     seed: int
     score: Experiment
     data: data_lib.DataSource
     network: nn.Module
     condition: str
     objective: str
+    loss_settings: dict
     optimizer: optax.GradientTransformation
     ema_rate: float
     ema_warmup: str
@@ -110,8 +108,6 @@ class ClassifierExperiment:
     score_workdir: str
     score_checkpoint: int
     evaluation: ConditionalEvalOptions
-    #: A classifier has no lazy regulariser: every train step runs ``loss_fn``.
-    lazy_loss_fn: ClassVar[None] = None
 
     @property
     def is_toy(self) -> bool:
@@ -141,14 +137,14 @@ class ClassifierExperiment:
         """``logits_model(x, t) -> [B, num_classes]`` of the classifier with ``variables``
         (parameters and model state, :func:`sgm_jax.checkpoints.eval_variables`) in evaluation
         mode: running statistics, examples independent."""
-        condition, network = conditioning_fn(self.condition, self.score.sde), self.network
+        condition, network = models.conditioning_fn(self.condition, self.score.sde.marginal_std), self.network
         return lambda x, t: network.apply(variables, x, condition(t))
 
     def training_logits_model(self, params: Any, model_state: Any,
                               dropout_key: Array) -> Callable[[Array, Array], tuple[Array, Any]]:
         """``(x, t) -> (logits, model_state)`` of the classifier in training mode: batch
         statistics, and the collections of ``model_state`` (mutable) updated by the pass."""
-        condition, network = conditioning_fn(self.condition, self.score.sde), self.network
+        condition, network = models.conditioning_fn(self.condition, self.score.sde.marginal_std), self.network
         variables, mutable = {**params, **model_state}, list(model_state)
         rngs = {"dropout": dropout_key}
         return lambda x, t: network.apply(variables, x, condition(t), train=True, rngs=rngs,
@@ -162,9 +158,9 @@ class ClassifierExperiment:
         return guidance.posterior_score_model(self.score.score_model(score_params),
                                               self.logits_model(variables), labels, self.scale)
 
-    def training_loss_fn(self, with_qc: bool = True) -> classifier_loss.ClassifierLossFn:
-        del with_qc  # no regulariser
-        return self.loss_fn
+    def step_losses(self) -> tuple[classifier_loss.ClassifierLossFn]:
+        """The loss of the train steps: a classifier has one kind of step."""
+        return (self.loss_fn,)
 
     def batch_loss(self, params: Any, batch: dict, key: Array, *, model_state: Any = None,
                    loss_fn: classifier_loss.ClassifierLossFn | None = None, frozen: Any = None,
@@ -196,9 +192,8 @@ def classifier_keys(seed: int) -> dict[str, Array]:
 
 
 def _classifier_network(config, num_classes: int) -> tuple[nn.Module, str]:
-    cf.choice(config, "classifier.model.name", models.available_models())
-    condition = cf.choice(config, "classifier.model.condition", CONDITIONS)
-    network = models.network_from_config(config, "classifier.model")
+    condition = cf.choice(config, "classifier.model.condition", models.CONDITIONS)
+    network = sections.network(config, "classifier.model")
     classes = getattr(network, "num_classes", None)
     if classes != num_classes:
         raise ValueError(f"classifier.model.num_classes must equal the data set's number of "
@@ -206,15 +201,16 @@ def _classifier_network(config, num_classes: int) -> tuple[nn.Module, str]:
     return network, condition
 
 
-def _loss(config, sde) -> tuple[str, classifier_loss.ClassifierLossFn]:
+def _loss(config, sde) -> tuple[dict, classifier_loss.ClassifierLossFn]:
+    """The classifier's loss settings (``classifier.training``'s objective fields) and loss."""
     root = "classifier.training."
-    objective = cf.choice(config, root + "objective", classifier_loss.OBJECTIVES)
-    return objective, classifier_loss.get_classifier_loss_fn(
-        sde, objective,
+    settings = dict(
+        objective=cf.choice(config, root + "objective", classifier_loss.OBJECTIVES),
         ce_weight=cf.number(config, root + "ce_weight", low=0),
         dlsm_weighting=cf.choice(config, root + "dlsm_weighting", classifier_loss.DLSM_WEIGHTINGS),
         reduce_mean=cf.boolean(config, root + "reduce_mean"),
         eps=cf.number(config, root + "eps", low=0, high=sde.T, low_open=True, high_open=True))
+    return settings, classifier_loss.get_classifier_loss_fn(sde, **settings)
 
 
 def _evaluation(config) -> ConditionalEvalOptions:
@@ -252,10 +248,10 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
         raise ValueError(f"data.dataset={score.dataset!r} has no class labels; a classifier "
                          "needs a labelled data set.")
     network, condition = _classifier_network(config, score.data.num_classes)
-    optimizer = _optimizer(config, "classifier.")
+    optimizer, lr = sections.optimizer(config, "classifier.")
     ema_rate = cf.number(config, "classifier.optim.ema_rate", low=0, high=1)
     ema_warmup = cf.choice(config, "classifier.optim.ema_warmup", EMA_WARMUPS)
-    training = _training(config, 1, "classifier.")
+    training = sections.training(config, lr, 1, "classifier.")
     if training.snapshot_sampling:
         raise ValueError("classifier.training.snapshot_sampling must be False: a classifier run "
                          "draws no samples while training (--mode=sample draws conditional ones).")
@@ -264,7 +260,8 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
                          f"starts from its own checkpoints; got {training.init_from!r}.")
     num_devices = jax.device_count() if num_devices is None else num_devices
     check_batch_divisible(training.batch_size, num_devices)
-    objective, loss_fn = _loss(config, score.sde)
+    loss_settings, loss_fn = _loss(config, score.sde)
+    objective = loss_settings["objective"]
     method = cf.choice(config, "guidance.method", guidance.GUIDANCE_METHODS)
     scale = cf.number(config, "guidance.scale", low=0, low_open=True)
     guidance.check_guidance(method, scale, objective)
@@ -273,13 +270,13 @@ def build_classifier_experiment(config, score: Experiment | None = None, *,
     # the score model's data set (the toy points are drawn from its "data" key), the
     # classifier's own batch order
     keys = {**classifier_keys(seed), "data": run_keys(seed)["data"]}
-    data = _data(config, keys, training.batch_size,
-                 random_flip=cf.boolean(config, "classifier.random_flip"))
+    data = sections.data_source(config, keys, training.batch_size,
+                                random_flip=cf.boolean(config, "classifier.random_flip"))
     return ClassifierExperiment(
         name=f"{score.dataset} classifier ({objective}, {method} guidance α={scale:g})",
-        config=config, seed=seed, score=score, data=data, network=network, condition=condition,
-        objective=objective, optimizer=optimizer, ema_rate=ema_rate, ema_warmup=ema_warmup,
-        loss_fn=loss_fn,
+        seed=seed, score=score, data=data, network=network, condition=condition,
+        objective=objective, loss_settings=loss_settings, optimizer=optimizer,
+        ema_rate=ema_rate, ema_warmup=ema_warmup, loss_fn=loss_fn,
         training=training, guidance=method, scale=scale,
         score_workdir=cf.string(config, "classifier.score_workdir"),
         score_checkpoint=cf.integer(config, "classifier.score_checkpoint", -1),

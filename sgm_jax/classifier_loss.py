@@ -45,10 +45,9 @@ from sgm_jax import _validation as val
 from sgm_jax import losses
 from sgm_jax._batch import per_example
 from sgm_jax.sde import SDE
+from sgm_jax.types import LogitsModel, ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
-LogitsModel = Callable[[Array, Array], Array]
 ClassifierLossFn = Callable[..., tuple[Array, Any]]
 
 OBJECTIVES = ("ce", "dlsm", "total")

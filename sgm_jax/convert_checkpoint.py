@@ -202,7 +202,7 @@ def convert(source: str | os.PathLike, config, workdir: str, step: int | None = 
     ``workdir`` (module docstring); returns its step. ``step`` is the step to record for a file
     that has none (QCSBM's U-NCSN++ files are their second stage's ``training.init_step``:
     600,000, SVHN 300,000); a file with a step keeps it (another ``step`` is refused)."""
-    from sgm_jax import dlsm
+    from sgm_jax import checkpoints
     from sgm_jax.classifier_experiment import build_classifier_experiment
     from sgm_jax.experiment import build_experiment
 
@@ -220,11 +220,11 @@ def convert(source: str | os.PathLike, config, workdir: str, step: int | None = 
         published = dataclasses.replace(published, step=step)
     target, folder = score, workdir
     if published.format == PYTORCH_CLASSIFIER:
-        target, folder = classifier, dlsm.classifier_workdir(workdir)
-        _, record = dlsm.frozen_score(classifier, workdir)  # the score model must be there
+        target, folder = classifier, checkpoints.classifier_workdir(workdir)
+        _, record = checkpoints.frozen_score(classifier, workdir)  # the score model comes first
     _save(target, published, folder)
     if published.format == PYTORCH_CLASSIFIER:
-        dlsm.write_source(workdir, record)
+        checkpoints.write_score_source(workdir, record)
     files.write_json(os.path.join(folder, RECORD), {
         "source": os.path.basename(os.fspath(source)), "sha256": file_sha256(source),
         "step": published.step, "format": published.format})

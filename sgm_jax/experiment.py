@@ -1,15 +1,17 @@
-"""The experiment builder: the one place that reads a config (DESIGN.md §1).
+"""The experiment builder of a score model's run: the one place that reads its config
+(DESIGN.md §1).
 
     experiment = build_experiment(config)        # validates every field while reading it
     state = train(experiment, workdir)           # sgm_jax.train
     results = evaluate(experiment, workdir)      # sgm_jax.evaluate
 
-:func:`build_experiment` turns a config (``configs/default_*.py`` schema, see BUILD.md) into an
+:func:`build_experiment` turns a config (``configs/default_*.py`` schema, docs/config.md) into an
 :class:`Experiment`: the data source, the SDE, the network and how it is conditioned, the score
 parameterisation, the optimiser, the training loss (and its lazy-QC variant), the sampler and
 the training and evaluation options. Training, evaluation and the benchmarks receive these
-objects and never read the config again. A bad field raises ``ValueError`` naming the field, the
-value and what is allowed, before any data, model or checkpoint work.
+objects and never read the config again; nothing is loaded while building (the data source
+reads its splits on first use). A bad field raises ``ValueError`` naming the field, the value and
+what is allowed. The sections both builders read are :mod:`sgm_jax.config_sections`.
 
 Randomness comes from ``config.seed`` only: ``jax.random.PRNGKey(seed)`` splits into the keys
 ``data`` (the toy training set; the augmentation of images), ``batches`` (the epoch
@@ -29,62 +31,28 @@ import jax.numpy as jnp
 import optax
 
 from sgm_jax import config_fields as cf
+from sgm_jax import config_sections as sections
 from sgm_jax import data as data_lib
-from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax import models, sampling
 from sgm_jax import sde as sde_lib
 from sgm_jax import sde_loss
+from sgm_jax.config_sections import TrainingOptions, sde_from_config
+from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax.parallel import check_batch_divisible
+from sgm_jax.types import Array, ScoreModel
 
-Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
+__all__ = ["Experiment", "ImageEvalOptions", "ToyEvalOptions", "TrainingOptions",
+           "build_experiment", "run_keys", "sde_from_config"]
 
-#: What the network receives as its conditioning input, a function of t [B] and the SDE:
-#: "t" the SDE time, "sigma" σ_t (the official toy network), "log_sigma" log σ_t (NCSN++ with
-#: Gaussian Fourier features, score_sde VE continuous), "999t" 999·t (DDPM++ / DDPM with
-#: positional features, score_sde VP / sub-VP continuous).
-CONDITIONS = ("t", "sigma", "log_sigma", "999t")
 #: The samplers whose arguments the config carries.
 SAMPLING_METHODS = ("ode", "pc", "reverse_sde")
 EVAL_SEED_OFFSET = 10_000
 
 
-def conditioning_fn(condition: str, sde: sde_lib.SDE) -> Callable[[Array], Array]:
-    """``t [B] -> the network's conditioning input [B]`` for ``condition`` (see CONDITIONS)."""
-    if condition == "t":
-        return lambda t: t
-    if condition == "sigma":
-        return sde.marginal_std
-    if condition == "log_sigma":
-        return lambda t: jnp.log(sde.marginal_std(t))
-    if condition == "999t":
-        return lambda t: 999.0 * t
-    raise ValueError(f"model.condition must be one of {CONDITIONS}; got {condition!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingOptions:
-    """The training loop's schedule (``config.training``; see BUILD.md for each field)."""
-
-    batch_size: int
-    lr: float
-    n_iters: int
-    n_jitted_steps: int
-    log_freq: int
-    eval_freq: int
-    snapshot_freq: int
-    keep_checkpoints: int
-    keep_every: int
-    snapshot_sampling: bool
-    snapshot_num_samples: int
-    qc_every: int
-    init_from: str
-    init_step: int
-
-
 @dataclasses.dataclass(frozen=True)
 class ToyEvalOptions:
-    """The QCSGM toy evaluation protocol (``config.eval`` of the toy configs)."""
+    """The QCSGM toy evaluation protocol (``config.eval`` of the toy configs); the likelihood
+    ODE solves with the sampler's tolerances (``sampling.rtol``, ``atol``, ``eps``)."""
 
     num_points: int
     num_levels: int
@@ -99,12 +67,12 @@ class ToyEvalOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ImageEvalOptions:
-    """The image evaluation (``config.eval`` of the image configs; BUILD.md describes each)."""
+    """The image evaluation (``config.eval`` of the image configs; docs/config.md describes
+    each field)."""
 
     checkpoint: int
     batch_size: int
     num_samples: int
-    grid_samples: int
     centered: bool
     enable_sampling: bool
     enable_fid: bool
@@ -129,17 +97,21 @@ class ImageEvalOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """The objects of one run, built from a validated config by :func:`build_experiment`.
+    """The objects of one score model's run, built from a validated config by
+    :func:`build_experiment`; what :func:`sgm_jax.train.train` needs of a run
+    (:class:`sgm_jax.train.Trainable`) and what evaluation and sampling use.
 
-    ``loss_fn(score_model, x0, key) -> (loss, aux)`` is the training objective (DESIGN §3.5);
-    with lazy regularisation (``training.qc_every`` = k > 1) the train step uses ``qc_loss_fn``
-    (the QC weight × k) on every k-th step and ``lazy_loss_fn`` (no QC term) on the others.
-    ``sampler(score_model, shape, key) -> (samples, nfe)``.
+    ``loss_fn(score_model, x0, key) -> (loss, aux)`` is the training objective (DESIGN §3.5),
+    built from ``loss_settings`` (the arguments of ``sde_loss.get_sde_loss_fn``);
+    with lazy regularisation (``training.qc_every`` = k > 1) the train steps use ``qc_loss_fn``
+    (the QC weight × k) on every k-th step and ``lazy_loss_fn`` (no QC term) on the others
+    (:meth:`step_losses`). ``sampler(score_model, shape, key) -> (samples, nfe)``;
+    ``num_samples`` is the number ``--mode=sample`` draws (``sampling.num_samples``, also the
+    image evaluation's sample grid).
     """
 
     name: str
     dataset: str
-    config: Any
     seed: int
     data: data_lib.DataSource
     sde: sde_lib.SDE
@@ -149,11 +121,13 @@ class Experiment:
     optimizer: optax.GradientTransformation
     ema_rate: float
     ema_warmup: str
+    loss_settings: dict
     loss_fn: sde_loss.LossFn
     qc_loss_fn: sde_loss.LossFn
     lazy_loss_fn: sde_loss.LossFn | None
     sampler: Callable
     sampler_settings: dict
+    num_samples: int
     training: TrainingOptions
     evaluation: ToyEvalOptions | ImageEvalOptions
 
@@ -186,7 +160,7 @@ class Experiment:
         """``score_model(x, t) -> s`` of the network with ``params`` in the experiment's
         parameterisation. ``train=True`` runs dropout with ``dropout_key``; evaluation and sampling
         use the default, deterministic ``train=False``."""
-        condition = conditioning_fn(self.condition, self.sde)
+        condition = models.conditioning_fn(self.condition, self.sde.marginal_std)
         network = self.network
         if train:
             rngs = {"dropout": dropout_key}
@@ -198,22 +172,23 @@ class Experiment:
                 return network.apply(p, x, condition(t))
         return models.make_score_fn(apply_fn, params, self.parameterisation, self.sde.marginal_std)
 
-    def training_loss_fn(self, with_qc: bool = True) -> sde_loss.LossFn:
-        """The loss of a train step: ``qc_loss_fn``, or with lazy regularisation and
-        ``with_qc=False`` the loss of the steps without QC, ``lazy_loss_fn``."""
-        if with_qc or self.lazy_loss_fn is None:
-            return self.qc_loss_fn
-        return self.lazy_loss_fn
+    def step_losses(self) -> tuple[sde_loss.LossFn, ...]:
+        """The losses of the train steps: ``(qc_loss_fn,)``, or with lazy regularisation the
+        loss of the QC steps and that of the others."""
+        if self.lazy_loss_fn is None:
+            return (self.qc_loss_fn,)
+        return self.qc_loss_fn, self.lazy_loss_fn
 
     def batch_loss(self, params: Any, batch: dict, key: Array, *, model_state: Any = None,
                    loss_fn: sde_loss.LossFn | None = None, frozen: Any = None,
                    dropout_key: Array | None = None) -> tuple[Array, tuple[dict, Any]]:
         """``loss_fn`` (default ``self.loss_fn``) of the score model of ``params`` on
         ``batch["x"]``: ``(loss, (aux, model_state))``. Dropout runs when ``dropout_key`` is
-        given (training). Score networks have no model state (their examples never interact,
-        DESIGN §3.1): ``model_state`` comes back as given (``{}`` for None). ``frozen`` is unused
-        (the train step's slot for a classifier's frozen score model)."""
-        del frozen
+        given (training). A score network has no model state (its examples never interact,
+        DESIGN §3.1) and no frozen parameters: ``model_state`` comes back as given (``{}`` for
+        None) and ``frozen`` must be None."""
+        if frozen is not None:
+            raise ValueError("a score model's run has no frozen parameters; frozen must be None.")
         score_model = self.score_model(params, train=dropout_key is not None,
                                        dropout_key=dropout_key)
         loss, aux = (loss_fn or self.loss_fn)(score_model, batch["x"], key)
@@ -229,79 +204,10 @@ def run_keys(seed: int) -> dict[str, Array]:
 # --------------------------------------------------------------------------- reading the config
 
 
-def sde_from_config(config) -> sde_lib.SDE:
-    """The SDE of ``config.sde`` (``name``: vesde with ``sigma_min`` < ``sigma_max``, or vpsde /
-    subvpsde with ``beta_min`` < ``beta_max``; ``num_scales``), validated field by field."""
-    name = cf.get(config, "sde.name")
-    if not isinstance(name, str) or name.lower() not in sde_lib.SDE_NAMES:
-        raise ValueError(f"sde.name must be one of {sde_lib.SDE_NAMES}; got {name!r}.")
-    name = name.lower()
-    n = cf.integer(config, "sde.num_scales", 1)
-    if name == "vesde":
-        lo = cf.number(config, "sde.sigma_min", low=0, low_open=True)
-        hi = cf.number(config, "sde.sigma_max", low=0, low_open=True)
-        if lo >= hi:
-            raise ValueError(f"sde.sigma_min must be < sde.sigma_max; got sde.sigma_min={lo!r} "
-                             f">= sde.sigma_max={hi!r}.")
-        kwargs = dict(sigma_min=lo, sigma_max=hi, N=n)
-    else:
-        lo = cf.number(config, "sde.beta_min", low=0)
-        hi = cf.number(config, "sde.beta_max", low=0)
-        if lo >= hi:
-            raise ValueError(f"sde.beta_min must be < sde.beta_max; got sde.beta_min={lo!r} "
-                             f">= sde.beta_max={hi!r}.")
-        kwargs = dict(beta_min=lo, beta_max=hi, N=n)
-    return sde_lib.get_sde(name, **kwargs)
-
-
-def _data(config, keys: dict[str, Array], batch_size: int,
-          random_flip: bool | None = None) -> data_lib.DataSource:
-    """The data source of ``config.data`` with global batch ``batch_size``; ``random_flip``
-    replaces ``data.random_flip`` (images) when given."""
-    dataset = cf.get(config, "data.dataset")
-    if dataset in data_lib.TOY_DATASETS:
-        num_points = cf.integer(config, "data.num_points", 1)
-        if batch_size > num_points:
-            raise ValueError(f"training.batch_size={batch_size} exceeds data.num_points="
-                             f"{num_points}; allowed: at most {num_points}.")
-        return data_lib.toy_source(dataset, num_points=num_points, data_key=keys["data"],
-                                   batch_key=keys["batches"], batch_size=batch_size)
-    data_dir = cf.string(config, "data.data_dir")
-    return data_lib.image_source(
-        dataset, image_size=cf.integer(config, "data.image_size", 1), batch_size=batch_size,
-        batch_key=keys["batches"], aug_key=keys["data"],
-        random_flip=cf.boolean(config, "data.random_flip") if random_flip is None else random_flip,
-        uniform_dequantization=cf.boolean(config, "data.uniform_dequantization"),
-        centered=cf.boolean(config, "data.centered"),
-        num_channels=cf.integer(config, "data.num_channels", 1), data_dir=data_dir or None)
-
-
 def _network(config) -> nn.Module:
-    cf.choice(config, "model.name", models.available_models())
     cf.choice(config, "model.parameterisation", models.PARAMETERISATIONS)
-    cf.choice(config, "model.condition", CONDITIONS)
-    return models.network_from_config(config)
-
-
-def _optimizer(config, root: str = "") -> optax.GradientTransformation:
-    """Global-norm clipping (``optim.grad_clip``; 0 disables it), then Adam (``optim.lr``,
-    ``beta1``, ``beta2``, ``eps``), AdamW when ``optim.weight_decay`` > 0 (decoupled; PyTorch's
-    ``Adam(weight_decay=…)`` adds an L2 term instead — the official runs use 0), with score_sde's
-    linear warm-up lr·min(step/warmup, 1) when ``optim.warmup`` > 0. ``root`` prefixes the
-    fields' paths (``"classifier."`` for a classifier's optimiser)."""
-    lr = cf.number(config, f"{root}optim.lr", low=0)
-    b1 = cf.number(config, f"{root}optim.beta1", low=0, high=1, high_open=True)
-    b2 = cf.number(config, f"{root}optim.beta2", low=0, high=1, high_open=True)
-    eps = cf.number(config, f"{root}optim.eps", low=0, low_open=True)
-    weight_decay = cf.number(config, f"{root}optim.weight_decay", low=0)
-    warmup = cf.integer(config, f"{root}optim.warmup", 0)
-    clip = cf.number(config, f"{root}optim.grad_clip", low=0)
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
-    if weight_decay > 0:
-        adam = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    else:
-        adam = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
-    return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+    cf.choice(config, "model.condition", models.CONDITIONS)
+    return sections.network(config)
 
 
 def _loss_options(config, sde) -> dict:
@@ -345,10 +251,10 @@ def _losses(sde, options: dict, points, qc_every: int, num_devices: int
         return loss_fn, build(qc_weight * qc_every), build(0.0)
     return loss_fn, loss_fn, None
 
-
-def _sampler(config, sde) -> tuple[Callable, dict]:
-    """The sampler of ``sampling.method`` and its settings; the fields of every method are
-    checked."""
+def _sampler(config, sde) -> tuple[Callable, dict, dict]:
+    """The sampler of ``sampling.method``, its settings and the ODE tolerances
+    (``sampling.rtol``, ``atol``, ``eps``; the toy likelihood uses them too); the fields of
+    every method are checked."""
     method = cf.choice(config, "sampling.method", SAMPLING_METHODS)
     eps = cf.number(config, "sampling.eps", low=0, high=sde.T, low_open=True, high_open=True)
     ode = dict(rtol=cf.number(config, "sampling.rtol", low=0, low_open=True),
@@ -360,53 +266,18 @@ def _sampler(config, sde) -> tuple[Callable, dict]:
               n_steps=cf.integer(config, "sampling.n_steps", 1))
     arguments = {"ode": ode, "pc": pc, "reverse_sde": {}}[method]
     return (sampling.get_sampler(method, sde=sde, eps=eps, **arguments),
-            {"method": method, "eps": eps, **arguments})
+            {"method": method, "eps": eps, **arguments}, {**ode, "eps": eps})
 
 
-def _training(config, qc_every: int, root: str = "") -> TrainingOptions:
-    """The schedule of ``{root}training`` (``root`` "classifier." for a classifier run)."""
-    n_jitted = cf.integer(config, f"{root}training.n_jitted_steps", 1)
-    options = TrainingOptions(
-        batch_size=cf.integer(config, f"{root}training.batch_size", 1),
-        lr=cf.number(config, f"{root}optim.lr", low=0),
-        n_iters=cf.integer(config, f"{root}training.n_iters", 0),
-        n_jitted_steps=n_jitted,
-        log_freq=cf.integer(config, f"{root}training.log_freq", 1),
-        eval_freq=cf.integer(config, f"{root}training.eval_freq", 0),
-        snapshot_freq=cf.integer(config, f"{root}training.snapshot_freq", 1),
-        keep_checkpoints=cf.integer(config, f"{root}training.keep_checkpoints", 1),
-        keep_every=cf.integer(config, f"{root}training.keep_every", 0),
-        snapshot_sampling=cf.boolean(config, f"{root}training.snapshot_sampling"),
-        snapshot_num_samples=cf.integer(config, f"{root}training.snapshot_num_samples", 1),
-        qc_every=qc_every,
-        init_from=cf.string(config, f"{root}training.init_from"),
-        init_step=cf.integer(config, f"{root}training.init_step", -1),
-    )
-    for field in ("n_iters", "log_freq", "eval_freq", "snapshot_freq", "keep_every"):
-        value = getattr(options, field)
-        if value:  # score_sde asserts the same: a scan of n steps cannot stop in between
-            cf.multiple_of(f"{root}training.{field}", value, n_jitted,
-                           f"{root}training.n_jitted_steps")
-    if options.qc_every > 1:  # a call of n_jitted_steps steps holds at most one QC step
-        cf.multiple_of(f"{root}training.qc_every", options.qc_every, n_jitted,
-                       f"{root}training.n_jitted_steps")
-    if options.keep_every:
-        cf.multiple_of(f"{root}training.keep_every", options.keep_every, options.snapshot_freq,
-                       f"{root}training.snapshot_freq")
-    return options
-
-
-def _toy_evaluation(config, sde) -> ToyEvalOptions:
+def _toy_evaluation(config, tolerances: dict) -> ToyEvalOptions:
     return ToyEvalOptions(
         num_points=cf.integer(config, "eval.num_points", 1),
         num_levels=cf.integer(config, "eval.num_levels", 1),
         nll_num_points=cf.integer(config, "eval.nll_num_points", 1),
-        num_samples=cf.integer(config, "sampling.num_samples", 1),
+        num_samples=cf.integer(config, "eval.num_samples", 1),
         prdc_k=cf.integer(config, "eval.prdc_k", 1),
         checkpoint=cf.integer(config, "eval.checkpoint", -1),
-        rtol=cf.number(config, "sampling.rtol", low=0, low_open=True),
-        atol=cf.number(config, "sampling.atol", low=0, low_open=True),
-        eps=cf.number(config, "sampling.eps", low=0, high=sde.T, low_open=True, high_open=True),
+        **tolerances,
     )
 
 
@@ -416,7 +287,6 @@ def _image_evaluation(config, sde) -> ImageEvalOptions:
         checkpoint=cf.integer(config, "eval.checkpoint", -1),
         batch_size=cf.integer(config, "eval.batch_size", 1),
         num_samples=cf.integer(config, "eval.num_samples", 1),
-        grid_samples=cf.integer(config, "sampling.num_samples", 1),
         centered=cf.boolean(config, "data.centered"),
         enable_sampling=cf.boolean(config, "eval.enable_sampling"),
         enable_fid=cf.boolean(config, "eval.enable_fid"),
@@ -456,28 +326,29 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     is_toy = dataset in data_lib.TOY_DATASETS
     sde = sde_from_config(config)
     network = _network(config)
-    optimizer = _optimizer(config)
+    optimizer, lr = sections.optimizer(config)
     ema_rate = cf.number(config, "optim.ema_rate", low=0, high=1)
     ema_warmup = cf.choice(config, "optim.ema_warmup", EMA_WARMUPS)
-    sampler, sampler_settings = _sampler(config, sde)
-    training = _training(config, cf.integer(config, "training.qc_every", 1))
+    sampler, sampler_settings, tolerances = _sampler(config, sde)
+    training = sections.training(config, lr, cf.integer(config, "training.qc_every", 1))
     num_devices = jax.device_count() if num_devices is None else num_devices
     check_batch_divisible(training.batch_size, num_devices)
     check_batch_divisible(training.batch_size, jax.process_count())
-    evaluation = _toy_evaluation(config, sde) if is_toy else _image_evaluation(config, sde)
+    evaluation = (_toy_evaluation(config, tolerances) if is_toy
+                  else _image_evaluation(config, sde))
     loss_options = _loss_options(config, sde)
-    data = _data(config, run_keys(seed), training.batch_size)
+    data = sections.data_source(config, run_keys(seed), training.batch_size)
     esm_target = data.points if is_toy and loss_options["objective"] == "esm" else None
     loss_fn, qc_loss_fn, lazy_loss_fn = _losses(sde, loss_options, esm_target,
                                                 training.qc_every, num_devices)
     parameterisation = cf.get(config, "model.parameterisation")
     objective = cf.get(config, "training.objective")
     return Experiment(
-        name=f"{dataset} ({parameterisation}, {objective})", dataset=dataset, config=config,
-        seed=seed,
+        name=f"{dataset} ({parameterisation}, {objective})", dataset=dataset, seed=seed,
         data=data, sde=sde, network=network, condition=cf.get(config, "model.condition"),
         parameterisation=parameterisation, optimizer=optimizer, ema_rate=ema_rate,
-        ema_warmup=ema_warmup,
-        loss_fn=loss_fn, qc_loss_fn=qc_loss_fn, lazy_loss_fn=lazy_loss_fn, sampler=sampler,
-        sampler_settings=sampler_settings, training=training,
+        ema_warmup=ema_warmup, loss_settings=loss_options, loss_fn=loss_fn,
+        qc_loss_fn=qc_loss_fn, lazy_loss_fn=lazy_loss_fn, sampler=sampler,
+        sampler_settings=sampler_settings,
+        num_samples=cf.integer(config, "sampling.num_samples", 1), training=training,
         evaluation=evaluation)

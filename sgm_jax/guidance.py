@@ -18,16 +18,13 @@ of the DLSM study (:data:`GUIDANCE_METHODS`) differ in the classifier's training
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 
 from sgm_jax import _validation as val
 from sgm_jax import losses
+from sgm_jax.types import LogitsModel, ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
-LogitsModel = Callable[[Array, Array], Array]
 
 GUIDANCE_METHODS = ("base", "scaling", "dlsm")
 #: The classifier objectives each guidance method is defined with.

@@ -23,7 +23,6 @@ solver tolerance) on which examples share a batch, and ``nfe`` is one number per
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +34,9 @@ from sgm_jax._validation import check_batched, check_choice, check_positive_int,
 from sgm_jax.losses import PROJECTIONS, draw_probes
 from sgm_jax.ode import integrate_ode
 from sgm_jax.sde import SDE
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
 
 DIVERGENCES = ("exact", "hutchinson")
 

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 from sgm_jax import _validation as val
 from sgm_jax._batch import per_example, sq_norm, sum_event
 from sgm_jax._jacobian import jacobian_trace, linearize_score
+from sgm_jax.types import ScoreFn
 
 Array = jax.Array
-ScoreFn = Callable[[Array], Array]
 
 __all__ = [
     "esm_loss",

@@ -46,9 +46,9 @@ from sgm_jax._batch import batch_times, per_example, sq_norm
 from sgm_jax._validation import check_choice, check_positive, check_positive_int, concrete_value
 from sgm_jax.ode import ODE_SOLVERS, integrate_ode
 from sgm_jax.sde import SDE, VPSDE, subVPSDE
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
 
 
 def _check_shape(shape) -> tuple[int, ...]:

@@ -37,16 +37,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from sgm_jax._batch import per_example
 from sgm_jax._validation import check_choice, check_positive_int
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
 WEIGHTINGS = ("sigma2", "likelihood")
 
 

@@ -70,9 +70,9 @@ from sgm_jax import losses
 from sgm_jax._batch import per_example
 from sgm_jax._jacobian import full_jacobian, linearize_score
 from sgm_jax.sde import SDE, WEIGHTINGS
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
 LossFn = Callable[[ScoreModel, Array, Array], tuple[Array, dict]]
 
 OBJECTIVES = ("dsm", "lcss", "ssm", "fd_ssm", "ism", "esm")

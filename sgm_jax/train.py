@@ -37,9 +37,8 @@ global batch.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -48,34 +47,66 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from sgm_jax import parallel, plots
+from sgm_jax import files, parallel, plots
 from sgm_jax.checkpoints import (TrainState, abstract_state, checkpoint_dir, init_from_checkpoint,
                                  init_state, manager, restore_state)
-from sgm_jax.data import Prefetcher
+from sgm_jax.config_sections import TrainingOptions
+from sgm_jax.data import DataSource, Prefetcher
 from sgm_jax.ema import ema_decay
+from sgm_jax.types import Array
 
 if TYPE_CHECKING:
-    from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
-Array = jax.Array
 
-def make_update_fn(experiment: Experiment | ClassifierExperiment, *, with_qc: bool = True
+class Trainable(Protocol):
+    """What :func:`train` needs of a run: a score model's
+    (:class:`sgm_jax.experiment.Experiment`) and a DLSM classifier's
+    (:class:`sgm_jax.classifier_experiment.ClassifierExperiment`) both are.
+
+    ``step_losses()`` holds one loss per kind of train step: one, or with lazy regularisation the
+    loss of the QC steps and that of the others. ``batch_loss`` evaluates the network of
+    ``params`` and ``model_state`` (training mode with ``dropout_key``, evaluation mode without)
+    on a batch with ``loss_fn`` (default: the run's loss) and returns ``(loss, (aux,
+    model_state))``; ``frozen`` is the run's frozen parameters (a classifier's score model;
+    None for a score model).
+    """
+
+    name: str
+    data: DataSource
+    training: TrainingOptions
+    optimizer: optax.GradientTransformation
+    ema_rate: float
+    ema_warmup: str
+
+    def keys(self) -> dict[str, Array]: ...
+
+    def eval_key(self) -> Array: ...
+
+    def init_params(self, key: Array) -> Any: ...
+
+    def step_losses(self) -> tuple[Callable, ...]: ...
+
+    def batch_loss(self, params: Any, batch: dict, key: Array, *, model_state: Any = None,
+                   loss_fn: Callable | None = None, frozen: Any = None,
+                   dropout_key: Array | None = None) -> tuple[Array, tuple[dict, Any]]: ...
+
+
+def make_update_fn(experiment: Trainable, loss_fn: Callable | None = None
                    ) -> Callable[..., tuple[TrainState, dict]]:
     """One optimisation step ``update(state, batch, frozen=None) -> (state, metrics)`` (pure, not
     jitted).
 
-    The gradient is that of the global batch mean of ``experiment.batch_loss`` with the loss
-    ``experiment.training_loss_fn(with_qc)``: for a score model the training loss, or with lazy
-    regularisation the loss of a QC step (``with_qc``) or of the other steps; for a classifier
-    its objective, with ``frozen`` the frozen score model's parameters. The network runs in
+    The gradient is that of the global batch mean of ``experiment.batch_loss`` with ``loss_fn``
+    (one of ``experiment.step_losses()``; default the first, the loss of every step without lazy
+    regularisation), with ``frozen`` the run's frozen parameters (a classifier's score model). The network runs in
     training mode from ``state.model_state``, and the state it returns (a classifier's updated
     BatchNorm statistics; ``{}`` for score networks) becomes the new ``model_state``. ``metrics``
     holds the loss's ``aux``, ``grad_norm`` and ``param_norm`` (after the update).
     """
     optimizer = experiment.optimizer
     ema_rate, ema_warmup = experiment.ema_rate, experiment.ema_warmup
-    loss_fn = experiment.training_loss_fn(with_qc)
+    loss_fn = experiment.step_losses()[0] if loss_fn is None else loss_fn
 
     def update(state: TrainState, batch: dict, frozen=None) -> tuple[TrainState, dict]:
         loss_key = jax.random.fold_in(state.key, state.step)
@@ -147,20 +178,20 @@ class TrainStep:
     divides ``step``, plain steps otherwise. Without it there is one program.
     """
 
-    def __init__(self, experiment: Experiment | ClassifierExperiment, mesh,
+    def __init__(self, experiment: Trainable, mesh,
                  steps_per_call: int | None = None):
         n = experiment.training.n_jitted_steps if steps_per_call is None else steps_per_call
         self.steps_per_call = n
-        qc_update = make_update_fn(experiment)
-        if experiment.lazy_loss_fn is None:
-            self.every, self.programs = 1, (make_train_step(qc_update, mesh, n),)
+        first, *rest = (make_update_fn(experiment, loss) for loss in experiment.step_losses())
+        if not rest:
+            self.every, self.programs = 1, (make_train_step(first, mesh, n),)
         else:
             self.every = experiment.training.qc_every
             if self.every % n:
                 raise ValueError(f"training.qc_every={self.every} must be a multiple of the steps "
                                  f"per call ({n}).")
-            plain = make_update_fn(experiment, with_qc=False)
-            self.programs = (make_train_step(plain, mesh, n, first_update_fn=qc_update),
+            plain, = rest
+            self.programs = (make_train_step(plain, mesh, n, first_update_fn=first),
                              make_train_step(plain, mesh, n))
 
     def program(self, step: int):
@@ -172,7 +203,7 @@ class TrainStep:
         return self.program(step)(state, batch, frozen)
 
 
-def make_eval_step(experiment: Experiment | ClassifierExperiment, mesh):
+def make_eval_step(experiment: Trainable, mesh):
     """A jitted ``eval_loss(ema_params, model_state, batch, key, frozen) -> loss``:
     ``experiment.loss_fn`` of the EMA parameters in evaluation mode (no dropout, running
     statistics) on a sharded batch, as score_sde's evaluation step."""
@@ -183,12 +214,6 @@ def make_eval_step(experiment: Experiment | ClassifierExperiment, mesh):
                                      frozen=frozen)[0]
 
     return jax.jit(eval_loss, in_shardings=(repl, repl, shard, repl, repl), out_shardings=repl)
-
-
-def _write_json(path: str, content: dict | str) -> None:
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -226,7 +251,7 @@ class _Evaluator:
     """``eval_loss`` of the EMA parameters on test batch j = (step / eval_freq) mod (number of
     full test batches), with the key ``fold_in(eval key, step)``."""
 
-    def __init__(self, experiment: Experiment | ClassifierExperiment, mesh, frozen=None):
+    def __init__(self, experiment: Trainable, mesh, frozen=None):
         self.experiment, self.mesh, self.frozen = experiment, mesh, frozen
         self.step_fn = make_eval_step(experiment, mesh)
         batch_size = experiment.training.batch_size
@@ -275,7 +300,7 @@ def _report(progress, first: int, done: int) -> None:
         progress(step)
 
 
-def _initial_state(experiment: Experiment | ClassifierExperiment, ckpt, workdir: str, mesh) -> TrainState:
+def _initial_state(experiment: Trainable, ckpt, workdir: str, mesh) -> TrainState:
     latest = ckpt.latest_step()
     if latest is not None:
         logging.info("Resuming from step %d in %s.", latest, checkpoint_dir(workdir))
@@ -284,16 +309,16 @@ def _initial_state(experiment: Experiment | ClassifierExperiment, ckpt, workdir:
         state = init_from_checkpoint(experiment, mesh)
         logging.info("Starting from step %d of %s.", int(state.step),
                      experiment.training.init_from)
-        _write_json(os.path.join(workdir, "init_from.json"),
-                    {"init_from": os.path.abspath(experiment.training.init_from),
-                     "step": int(state.step)})
+        files.write_json(os.path.join(workdir, "init_from.json"),
+                         {"init_from": os.path.abspath(experiment.training.init_from),
+                          "step": int(state.step)})
         return state
     return jax.jit(lambda: init_state(experiment),
                    out_shardings=parallel.replicated_sharding(mesh))()
 
 
-def train(experiment: Experiment | ClassifierExperiment, workdir: str, *, mesh=None,
-          writer=None, frozen=None) -> TrainState:
+def train(experiment: Trainable, workdir: str, *, mesh=None, writer=None, frozen=None,
+          config_json: str | None = None) -> TrainState:
     """Train ``experiment`` in ``workdir`` up to ``training.n_iters`` steps (module docstring)
     and return the final state.
 
@@ -303,7 +328,8 @@ def train(experiment: Experiment | ClassifierExperiment, workdir: str, *, mesh=N
     ``mesh`` defaults to all devices (:func:`parallel.data_mesh`); ``writer`` (a clu
     ``MetricWriter``) replaces the default console + TensorBoard writer. A classifier
     (:class:`~sgm_jax.classifier_experiment.ClassifierExperiment`) trains against the frozen
-    score model of the parameters ``frozen``.
+    score model of the parameters ``frozen``. ``config_json`` (the run's config as JSON) is
+    written to ``workdir/config.json`` when given.
     """
     from clu import metric_writers, periodic_actions  # imports TensorFlow: only when training
 
@@ -312,9 +338,12 @@ def train(experiment: Experiment | ClassifierExperiment, workdir: str, *, mesh=N
     t = experiment.training
     experiment.data.load()  # a data set that is not there fails before anything is written
     os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+        raise ValueError(f"the workdir {os.path.abspath(workdir)} is not writable.")
     ckpt = manager(checkpoint_dir(workdir), keep=t.keep_checkpoints, keep_every=t.keep_every)
     state = _initial_state(experiment, ckpt, workdir, mesh)
-    _write_json(os.path.join(workdir, "config.json"), experiment.config.to_json_best_effort(indent=2))
+    if config_json is not None:
+        files.write_json(os.path.join(workdir, "config.json"), config_json)
     train_step = TrainStep(experiment, mesh)
     if frozen is not None:
         frozen = jax.device_put(frozen, parallel.replicated_sharding(mesh))

@@ -1,4 +1,4 @@
-"""The posterior-score building blocks of ``sgm_jax.conditional_eval`` for posterior scores that do
+"""The posterior-score building blocks of ``sgm_jax.evaluate.conditional_toy`` for posterior scores that do
 not come from a classifier (one score model per class, the oracle): ``oracle_score_model``,
 ``score_fields`` and ``draw_samples``, and ``model_fields`` / ``class_samples`` built on them."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs.dlsm import moons_scaling
-from sgm_jax import conditional_eval
+from sgm_jax.evaluate import conditional_toy as conditional_eval
 from sgm_jax.classifier_experiment import build_classifier_experiment
 from sgm_jax.sde import VESDE, VPSDE
 

@@ -253,7 +253,7 @@ def test_published_reference_features_replace_the_training_splits(tmp_path):
     serve as the FID / KID / PRDC reference through eval.reference_features."""
     import types
 
-    from sgm_jax.image_eval import reference_statistics
+    from sgm_jax.evaluate.images import reference_statistics
 
     features = np.random.default_rng(7).normal(size=(50, 2048)).astype(np.float32)
     path = tmp_path / "dataset_stat.npz"
@@ -410,7 +410,7 @@ def test_a_dlsm_run_converts_its_score_model_then_its_released_classifier(tmp_pa
     records it, so the DLSM evaluation loads the pair."""
     from test_classifiers import official_state_dict
 
-    from sgm_jax import dlsm
+    from sgm_jax import checkpoints
     from sgm_jax.classifier_experiment import build_classifier_experiment
 
     config = _dlsm_config(**{"training.batch_size": 8})
@@ -433,7 +433,7 @@ def test_a_dlsm_run_converts_its_score_model_then_its_released_classifier(tmp_pa
     assert convert_checkpoint.convert(classifier_file, config, workdir) == 60000
 
     experiment = build_classifier_experiment(config)
-    score_params, classifier, step, record = dlsm.load_models(experiment, workdir)
+    score_params, classifier, step, record = checkpoints.load_models(experiment, workdir)
     assert step == 60000 and record["step"] == 26
     variables = _flat(classifier)
     prefix = "module.classifier.classifier."

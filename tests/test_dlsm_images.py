@@ -22,8 +22,9 @@ import tensorflow_datasets as tfds
 
 import main as entry
 from configs.dlsm import cifar10_dlsm
-from sgm_jax import conditional_image_eval as cie
-from sgm_jax import dlsm, image_eval
+from sgm_jax.evaluate import conditional_images as cie
+from sgm_jax import checkpoints
+from sgm_jax.evaluate import images as image_eval
 from sgm_jax.classifier_experiment import build_classifier_experiment
 from sgm_jax.metrics import classwise_prdc, fid, inception_score, prdc
 
@@ -64,23 +65,23 @@ def tiny(**overrides):
 def run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("cifar10_dlsm"))
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        results = entry.run(tiny(), "train", workdir)
+        results = entry.run(tiny(**{"training.evaluate_after": True}), "train", workdir)
     return workdir, results
 
 
 def _units(workdir: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(workdir, "eval", f"conditional_ckpt_{STEPS}",
+    return sorted(glob.glob(os.path.join(workdir, "classifier", "eval", f"ckpt_{STEPS}",
                                          "samples-*", "class_*.npz")))
 
 
 def test_train_runs_both_stages_and_evaluates(run):
     workdir, results = run
-    with open(os.path.join(workdir, "classifier", dlsm.SOURCE_FILE)) as f:
+    with open(os.path.join(workdir, "classifier", checkpoints.SOURCE_FILE)) as f:
         source = json.load(f)
     assert source["step"] == STEPS and source["folder"] == os.path.abspath(workdir)
-    assert results["classifier_step"] == STEPS and results["score"] == source
+    assert results["step"] == STEPS and results["score"] == source
     assert (results["guidance"], results["scale"], results["objective"]) == ("dlsm", 1.0, "total")
-    with open(os.path.join(workdir, "eval", f"conditional_ckpt_{STEPS}.json")) as f:
+    with open(os.path.join(workdir, "classifier", "eval", f"ckpt_{STEPS}.json")) as f:
         stored = json.load(f)
     for key in KEYS:
         assert stored[key] == results[key] and np.isfinite(results[key]), key
@@ -118,7 +119,7 @@ def test_a_killed_evaluation_resumes_from_its_units(run, monkeypatch):
     with np.load(units[3]) as stored:
         images = stored["images"]
     os.remove(units[3])  # class 3's only batch
-    os.remove(os.path.join(workdir, "eval", f"conditional_ckpt_{STEPS}.json"))
+    os.remove(os.path.join(workdir, "classifier", "eval", f"ckpt_{STEPS}.json"))
     kept = {u: os.path.getmtime(u) for u in units if u != units[3]}
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
         resumed = entry.run(tiny(), "eval", workdir)
@@ -169,7 +170,7 @@ def test_sample_writes_every_class(run):
     workdir, _ = run
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
         path = entry.run(tiny(), "sample", workdir)
-    assert path == os.path.join(workdir, "samples", f"conditional_step_{STEPS}.npz")
+    assert path == os.path.join(workdir, "classifier", "samples", f"samples_step_{STEPS}.npz")
     with np.load(path) as stored:
         images, labels = stored["images"], stored["label"]
     assert images.shape == (CLASSES * SAMPLES, 16, 16, 3) and images.dtype == np.uint8

@@ -16,8 +16,8 @@ import pytest
 
 import main as entry
 from configs.dlsm import moons_base, moons_dlsm
-from sgm_jax import conditional_eval, dlsm
-from sgm_jax.classifier_experiment import build_classifier_experiment
+from sgm_jax import checkpoints
+from sgm_jax.evaluate import conditional_toy as conditional_eval
 from sgm_jax.sde import VESDE, VPSDE
 
 SCORE_ITERS, CLASSIFIER_ITERS, SAMPLES = 20, 10, 64
@@ -42,10 +42,10 @@ def run(tmp_path_factory):
 
 def test_train_runs_both_stages_and_evaluates(run):
     workdir, results = run
-    with open(os.path.join(workdir, "classifier", dlsm.SOURCE_FILE)) as f:
+    with open(os.path.join(workdir, "classifier", checkpoints.SOURCE_FILE)) as f:
         source = json.load(f)
     assert source["step"] == SCORE_ITERS and source["folder"] == os.path.abspath(workdir)
-    assert results["classifier_step"] == CLASSIFIER_ITERS
+    assert results["step"] == CLASSIFIER_ITERS
     assert results["score"] == source
     assert (results["guidance"], results["scale"], results["objective"]) == ("dlsm", 1.0, "total")
     assert results["nfe"] == 2 * 20  # PC: one predictor and one corrector evaluation per step
@@ -53,7 +53,7 @@ def test_train_runs_both_stages_and_evaluates(run):
         assert 0 <= results[key] <= 1 + (key == "density") * 10
     for field in conditional_eval.FIELDS:  # a mean norm is at most the root mean square
         assert 0 < results[f"{field}_error"] <= np.sqrt(results[f"{field}_mse"]) + 1e-6
-    path = os.path.join(workdir, "eval", f"conditional_ckpt_{CLASSIFIER_ITERS}.json")
+    path = os.path.join(workdir, "classifier", "eval", f"ckpt_{CLASSIFIER_ITERS}.json")
     with open(path) as f:
         assert json.load(f)["posterior_error"] == results["posterior_error"]
 
@@ -72,7 +72,7 @@ def test_a_different_score_checkpoint_is_refused(run, tmp_path):
     workdir, _ = run
     copy = str(tmp_path / "run")
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("samples"))
-    path = os.path.join(copy, "classifier", dlsm.SOURCE_FILE)
+    path = os.path.join(copy, "classifier", checkpoints.SOURCE_FILE)
     with open(path) as f:
         record = json.load(f)
     record["digest"] = "0" * 64

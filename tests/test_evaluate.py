@@ -30,6 +30,7 @@ TINY = {
     "training.n_iters": 6, "training.batch_size": 64, "training.log_freq": 3,
     "training.snapshot_freq": 3, "data.num_points": 512, "eval.num_points": 64,
     "eval.num_levels": 2, "eval.nll_num_points": 32, "sampling.num_samples": 64,
+    "eval.num_samples": 64,
 }
 
 
@@ -51,7 +52,7 @@ def trained(tmp_path_factory):
 def test_train_mode_ends_with_an_evaluation_of_the_ema_model(trained):
     workdir, results = trained
     assert results["step"] == 6
-    with open(os.path.join(workdir, "eval", "metrics_step_6.json")) as f:
+    with open(os.path.join(workdir, "eval", "ckpt_6.json")) as f:
         assert json.load(f)["score_error"] == pytest.approx(results["score_error"])
     for figure in ("samples", "density", "score_field", "training_curves"):
         assert os.path.exists(os.path.join(workdir, "figures", f"{figure}.png"))
@@ -74,14 +75,14 @@ def test_train_mode_ends_with_an_evaluation_of_the_ema_model(trained):
         experiment.sde, score_model, x, rtol=1e-3, atol=1e-5, eps=1e-5))(points[:32])
     np.testing.assert_allclose(results["nll"], -float(np.mean(logp)), rtol=1e-5)
     assert results["nll_nfe"] == int(nfe)
-    assert 0.0 <= results["nasym"] <= 1.0 and results["sampler_nfe"] > 0
+    assert 0.0 <= results["nasym"] <= 1.0 and results["nfe"] > 0
 
 
 def test_eval_mode_is_reproducible_and_sample_mode_writes_npz(trained, capsys):
     workdir, results = trained
     again = entry.run(_tiny_config(), "eval", workdir)
     assert again["asym"] == results["asym"] and again["precision"] == results["precision"]
-    assert "score error" in capsys.readouterr().out
+    assert "score_error" in capsys.readouterr().out
     path = entry.run(_tiny_config(), "sample", workdir)
     samples = np.load(path)["samples"]
     assert samples.shape == (64, 2) and np.all(np.isfinite(samples))

@@ -13,7 +13,8 @@ import tensorflow_datasets as tfds
 
 from configs.ve import cifar10_ncsnpp_continuous, cifar10_c
 from configs.vp import cifar10_ddpmpp_continuous
-from sgm_jax.experiment import CONDITIONS, build_experiment, conditioning_fn
+from sgm_jax.experiment import build_experiment
+from sgm_jax.models import CONDITIONS, conditioning_fn
 from sgm_jax.sde import VESDE, VPSDE
 
 TINY = {"nf": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}
@@ -38,7 +39,7 @@ def test_conditioning_functions(sde):
                 "999t": 999.0 * np.asarray(t)}
     assert set(expected) == set(CONDITIONS)
     for condition, value in expected.items():
-        np.testing.assert_allclose(conditioning_fn(condition, sde)(t), value, rtol=1e-6)
+        np.testing.assert_allclose(conditioning_fn(condition, sde.marginal_std)(t), value, rtol=1e-6)
 
 
 @pytest.mark.parametrize("module, condition, sign", [

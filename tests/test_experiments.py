@@ -20,12 +20,12 @@ import report  # noqa: E402
 from sgm_jax.checkpoints import restore_score_model  # noqa: E402
 from sgm_jax.data import EIGHT_GAUSSIANS_MEANS, EIGHT_GAUSSIANS_STD  # noqa: E402
 from sgm_jax.metrics import asym, nasym  # noqa: E402
-from sgm_jax.toy_eval import training_curves  # noqa: E402
+from sgm_jax.evaluate.toy import training_curves  # noqa: E402
 
 TINY = [
     "training.n_iters=4", "training.batch_size=64", "training.snapshot_freq=4",
     "training.log_freq=2", "data.num_points=512", "eval.num_points=64", "eval.num_levels=2",
-    "eval.nll_num_points=32", "sampling.num_samples=64",
+    "eval.nll_num_points=32", "sampling.num_samples=64", "eval.num_samples=64",
 ]
 OVERRIDES = qcsgm_table1.parse_overrides(TINY)
 
@@ -219,7 +219,8 @@ def test_appendix_overrides_build_the_papers_network():
     assert experiment.condition == "t" and experiment.parameterisation == "u"
     assert (experiment.sde.sigma_min, experiment.sde.sigma_max) == (0.01, 10.0)
     assert experiment.training.lr == 1e-2
-    assert "output_activation" not in experiment.config.model
+    config = qcsgm_table1.toy_config("8gaussians", "qc", 0, qcsgm_lambda_sweep.APPENDIX)
+    assert "output_activation" not in config.model
 
 
 def test_removing_a_field_the_config_lacks_names_it():

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sgm_jax import models
+from sgm_jax import config_sections, models
 from sgm_jax.models import layerspp
 from sgm_jax.models import up_or_down_sampling as updown
 
@@ -396,16 +396,16 @@ def test_param_count_equals_score_sde(name):
     assert models.param_count(config) == expected
 
 
-def test_network_from_config():
+def test_the_builder_reads_a_network_section():
     config, _ = SCORE_SDE_COUNTS["vp/cifar10_ddpmpp_continuous"]
-    net = models.network_from_config(config)
+    net = config_sections.network(config)
     assert isinstance(net, models.NCSNpp)
     assert net.centered is True and net.fir_kernel == (1, 3, 3, 1) and net.fir is False
 
     config.model.sigma_max = 50.0
     with pytest.raises(ValueError, match=r"model\.sigma_max .*allowed: \['nf'"):
-        models.network_from_config(config)
+        config_sections.network(config)
     del config.model["sigma_max"]
     config.model.centered = True
     with pytest.raises(ValueError, match=r"model\.centered .*data\.centered"):
-        models.network_from_config(config)
+        config_sections.network(config)

@@ -41,7 +41,7 @@ def initial(classifier):
 def perturbed(experiment, x0, key):
     """x̃ and the network's conditioning log σ_t of the loss's draws (classifier_loss docstring:
     ``kt, kz = split(key)``)."""
-    sde, eps = experiment.score.sde, experiment.config.classifier.training.eps
+    sde, eps = experiment.score.sde, digits_base.get_config().classifier.training.eps
     kt, kz = jax.random.split(key)
     t = jax.random.uniform(kt, (x0.shape[0],), x0.dtype, eps, sde.T)
     std = sde.marginal_std(t)

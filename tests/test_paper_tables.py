@@ -1,6 +1,6 @@
 """``experiments/paper_tables.py``: the papers' image tables from evaluation outputs.
 
-The fast tests read evaluation files written here in the format of ``sgm_jax.image_eval``; the
+The fast tests read evaluation files written here in the format of ``sgm_jax.evaluate.images``; the
 slow ones read the files of a real tiny run (``configs/ve/cifar10_u.py`` at 16×16, nf 8, on tfds
 mock data) evaluated by ``main.run`` with the ODE sampler and, from a copy of its checkpoint, with
 the PC sampler. The run stops at step 0 (``train`` saves the initial state and evaluates it):
@@ -103,7 +103,7 @@ def test_the_papers_numbers_are_printed_as_ours_would_be():
 
 
 def write_result(workdir, step: int, sampler: str = "ode", **metrics) -> dict:
-    """An ``eval/ckpt_<step>.json`` with the keys and settings ``sgm_jax.image_eval`` writes."""
+    """An ``eval/ckpt_<step>.json`` with the keys and settings ``sgm_jax.evaluate.images`` writes."""
     result = {"step": step, **metrics, "settings": {
         "sampler": sampler, "sampling": {"method": sampler}, "num_samples": 50000,
         "batch_size": 1024, "inception_weights_sha256": "ab" * 32, "params": "ema"}}
@@ -238,7 +238,8 @@ def evaluated(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_tables")
     ode, pc = str(root / "cifar10_u_ode"), str(root / "cifar10_u_pc")
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        entry.run(tiny_config(**{"sampling.method": "ode"}), "train", ode)
+        entry.run(tiny_config(**{"sampling.method": "ode", "training.evaluate_after": True}),
+                  "train", ode)
         shutil.copytree(os.path.join(ode, "checkpoints"), os.path.join(pc, "checkpoints"))
         entry.run(tiny_config(**{"sampling.method": "pc", "eval.enable_bpd": False,
                                  "eval.enable_asym": False}), "eval", pc)

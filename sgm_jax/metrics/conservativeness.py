@@ -10,17 +10,15 @@ per-probe ratio estimate (Eq. A11), which is consistent only in the ratio's expe
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
 from sgm_jax import _validation as val
 from sgm_jax._jacobian import full_jacobian, linearize_score
 from sgm_jax.losses import draw_probes, qc_loss, qc_terms
+from sgm_jax.types import ScoreFn
 
 Array = jax.Array
-ScoreFn = Callable[[Array], Array]
 
 
 def _exact_norms(score_fn: ScoreFn, x: Array) -> tuple[Array, Array]:

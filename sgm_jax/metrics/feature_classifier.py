@@ -30,7 +30,7 @@ from sgm_jax._validation import check_positive_int
 Array = jax.Array
 
 #: The settings of the library's digits feature space (``experiments/digits_demo.py`` and the
-#: conditional image evaluation without Inception, ``sgm_jax.conditional_image_eval``).
+#: conditional image evaluation without Inception, ``sgm_jax.evaluate.conditional_images``).
 FEATURE_SEED = 0
 FEATURE_STEPS = 2000
 

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 
 from sgm_jax import _validation as val
 from sgm_jax.losses import parzen_score
+from sgm_jax.types import ScoreFn
 
 Array = jax.Array
-ScoreFn = Callable[[Array], Array]
 
 __all__ = ["score_error", "average_over_levels"]
 

@@ -20,8 +20,10 @@ from sgm_jax.models.layers import (
 from sgm_jax.models.mlp import OfficialToyNet, ToyMLP
 from sgm_jax.models.ncsnpp import NCSNpp
 from sgm_jax.models.parameterisation import (
+    CONDITIONS,
     ENERGY_PARAMETERISATIONS,
     PARAMETERISATIONS,
+    conditioning_fn,
     make_energy_fn,
     make_score_fn,
 )
@@ -29,7 +31,6 @@ from sgm_jax.models.registry import (
     available_models,
     get_model,
     model_fields,
-    network_from_config,
     param_count,
     register_model,
     split_variables,
@@ -38,6 +39,7 @@ from sgm_jax.models.small_conv import SmallConvScoreNet
 
 __all__ = [
     "ACTIVATIONS",
+    "CONDITIONS",
     "ConditionalResNet",
     "DDPM",
     "ENERGY_PARAMETERISATIONS",
@@ -52,13 +54,13 @@ __all__ = [
     "ToyScoreNet",
     "autoencoder_weights",
     "available_models",
+    "conditioning_fn",
     "gaussian_fourier_embedding",
     "get_activation",
     "get_model",
     "make_energy_fn",
     "make_score_fn",
     "model_fields",
-    "network_from_config",
     "param_count",
     "register_model",
     "sinusoidal_embedding",

@@ -36,16 +36,36 @@ import jax
 import jax.numpy as jnp
 
 from sgm_jax._batch import per_example, sq_norm
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
 ApplyFn = Callable[[Any, Array, Array], Array]
 SigmaFn = Callable[[Array], Array]
-ScoreModel = Callable[[Array, Array], Array]
 EnergyFn = Callable[[Array, Array], Array]
+
+#: What the network receives as its conditioning input, a function of t [B] and the SDE:
+#: "t" the SDE time, "sigma" σ_t (the official toy network), "log_sigma" log σ_t (NCSN++ with
+#: Gaussian Fourier features, score_sde VE continuous), "999t" 999·t (DDPM++ / DDPM with
+#: positional features, score_sde VP / sub-VP continuous).
+CONDITIONS: tuple[str, ...] = ("t", "sigma", "log_sigma", "999t")
 
 PARAMETERISATIONS: tuple[str, ...] = ("u", "c", "c_norm", "scale_by_sigma",
                                       "noise_prediction", "direct")
 ENERGY_PARAMETERISATIONS: tuple[str, ...] = ("c", "c_norm")
+
+
+def conditioning_fn(condition: str, sigma_fn: SigmaFn) -> Callable[[Array], Array]:
+    """``t [B] -> the network's conditioning input [B]`` for ``condition`` (:data:`CONDITIONS`);
+    ``sigma_fn(t)`` is σ_t (an SDE's ``marginal_std``)."""
+    if condition == "t":
+        return lambda t: t
+    if condition == "sigma":
+        return sigma_fn
+    if condition == "log_sigma":
+        return lambda t: jnp.log(sigma_fn(t))
+    if condition == "999t":
+        return lambda t: 999.0 * t
+    raise ValueError(f"model.condition must be one of {CONDITIONS}; got {condition!r}.")
 
 
 def _sigma(sigma_fn: SigmaFn, t: Array, x: Array) -> Array:

@@ -15,9 +15,6 @@ import ml_collections
 _MODELS: dict[str, type[nn.Module]] = {}
 _LINEN_INTERNAL_FIELDS = frozenset({"parent", "name"})
 
-# Keys of ``config.model`` that describe how the network is used, not the network itself.
-RESERVED_MODEL_KEYS = ("name", "parameterisation", "condition")
-
 M = TypeVar("M", bound=type[nn.Module])
 
 
@@ -66,41 +63,6 @@ def _lookup(name: str) -> type[nn.Module]:
     return _MODELS[name]
 
 
-def network_from_config(config: ml_collections.ConfigDict, section: str = "model") -> nn.Module:
-    """The network ``config.<section>`` describes (``section`` "model", or "classifier.model"
-    for a classifier): ``get_model(name, **fields)``.
-
-    ``fields`` are all keys of the section except ``RESERVED_MODEL_KEYS`` (lists become
-    tuples), plus ``centered = config.data.centered`` when the model has a ``centered`` field
-    (as score_sde reads ``config.data.centered`` inside its networks). Raises ``ValueError`` for
-    a key that is not a field of the model (naming ``<section>.<key>`` and the allowed fields)
-    and for a ``centered`` key (it is set from ``data.centered``).
-    """
-    model = config
-    for part in section.split("."):
-        model = model[part]
-    name = model.name
-    allowed = model_fields(name)
-    settable = tuple(f for f in allowed if f != "centered")
-    fields = {}
-    for key, value in model.items():
-        if key in RESERVED_MODEL_KEYS:
-            continue
-        if key == "centered" and "centered" in allowed:
-            raise ValueError(
-                f"{section}.centered is not allowed: the network's centered field is set from "
-                "data.centered"
-            )
-        if key not in settable:
-            raise ValueError(
-                f"{section}.{key} is not a field of model {name!r}; allowed: {list(settable)}"
-            )
-        fields[key] = tuple(value) if isinstance(value, list) else value
-    if "centered" in allowed:
-        fields["centered"] = config.data.centered
-    return get_model(name, **fields)
-
-
 def split_variables(variables: dict) -> tuple[dict, dict]:
     """``(params, model_state)`` of a Flax module's ``variables``: ``{"params": ...}``, what an
     optimiser trains, and the other collections (a BatchNorm network's running statistics
@@ -110,13 +72,16 @@ def split_variables(variables: dict) -> tuple[dict, dict]:
 
 
 def param_count(config: ml_collections.ConfigDict) -> int:
-    """The number of parameters of ``network_from_config(config)`` (every leaf of ``params``).
+    """The number of parameters of the network ``config.model`` describes (every leaf of
+    ``params``, as the experiment builder reads it: :func:`sgm_jax.config_sections.network`).
 
     Shapes come from ``jax.eval_shape`` of ``init`` on an input
     ``[1, data.image_size, data.image_size, data.num_channels]`` and a condition ``[1]``, so
     nothing is computed. For an image network ``f(x, cond)``.
     """
-    network = network_from_config(config)
+    from sgm_jax.config_sections import network as read_network  # the builder's reader
+
+    network = read_network(config)
     size = config.data.image_size
     x = jax.ShapeDtypeStruct((1, size, size, config.data.num_channels), jnp.float32)
     cond = jax.ShapeDtypeStruct((1,), jnp.float32)

@@ -1,26 +1,28 @@
 """Conditional evaluation of an image DLSM run (DLSM poster Table 1; the official CIFAR protocol,
 ``official_code_facts`` §2b, ``run_lib_evaluation.py`` and ``run_lib_evaluation_cas.py``).
 
-    results = evaluate(experiment, workdir)   # WORKDIR/eval/conditional_ckpt_<step>.json + PNG
-    path = sample(experiment, workdir)        # WORKDIR/samples/conditional_step_<step>.npz + PNG
+    results = evaluate(experiment, workdir)   # WORKDIR/classifier/eval/ckpt_<step>.json + PNG
+    path = sample(experiment, workdir)        # WORKDIR/classifier/samples/samples_step_<step>.npz
 
 **Samples.** For every class y, ``eval.samples_per_class`` = n samples from the score model's
 sampler (``sampling.*``, predictor and corrector alike) following the posterior score
 s(x, t) + α ∇ₓ log p(y | x, t) of the configured guidance
 (:meth:`ClassifierExperiment.posterior_score_model`): the EMA parameters of the score checkpoint
 the classifier was trained against and of the classifier checkpoint ``eval.checkpoint`` with its
-running statistics, the classifier in evaluation mode (:func:`sgm_jax.dlsm.load_models`). Class y is drawn in ⌈n / ``eval.batch_size``⌉ global batches
-of equal size (n split evenly, rounded up to a multiple of the device count; the surplus of the
-last batch is dropped), each sharded over the mesh (:class:`sgm_jax.image_eval.BatchSampler`);
-batch j of class y uses the key ``fold_in(fold_in(k, y), j)``. Every batch is one unit of a
-:class:`~sgm_jax.shards.ShardStore` in ``WORKDIR/eval/conditional_ckpt_<step>/samples-<digest>/``
+running statistics, the classifier in evaluation mode (:func:`sgm_jax.checkpoints.load_models`).
+Class y is drawn in ⌈n / ``eval.batch_size``⌉ global batches of equal size (n split evenly,
+rounded up to a multiple of the device count; the surplus of the last batch is dropped), each
+sharded over the mesh (:class:`sgm_jax.evaluate.images.BatchSampler`); batch j of class y uses
+the key ``fold_in(fold_in(k, y), j)``. Every batch is one unit of a
+:class:`~sgm_jax.evaluate.store.ShardStore` in
+``WORKDIR/classifier/eval/ckpt_<step>/samples-<digest>/``
 (the digest names the sampler, the guidance and the batch size), so a killed evaluation resumes
 with the same numbers, and ``--mode=sample`` exports the same samples.
 
 **Feature space.** With ``eval.enable_fid`` (the score config's image evaluation), the FID
 Inception network (pool_3 features and logits, ``eval.inception_weights``) and, as the official
 evaluation, the training split as the reference (its cached statistics,
-:func:`sgm_jax.image_eval.reference_statistics`). Without it (the offline digits), the feature
+:func:`sgm_jax.evaluate.images.reference_statistics`). Without it (the offline digits), the feature
 space of the library's digits classifier trained on the training split
 (:func:`sgm_jax.metrics.feature_classifier.fit_feature_space`) with the *test* split as the
 reference, images the feature network has not seen (as ``experiments/digits_demo.py``); those
@@ -30,7 +32,7 @@ numbers are not Inception FIDs. The samples' features are stored beside the samp
 
 * ``fid``, ``is``, ``kid``, ``precision`` / ``recall`` / ``density`` / ``coverage``
   (k = ``eval.prdc_k``) of all samples against the reference
-  (:func:`sgm_jax.image_eval.inception_metrics`, the score config's ``eval.is_splits`` and KID
+  (:func:`sgm_jax.evaluate.images.inception_metrics`, the score config's ``eval.is_splits`` and KID
   settings). The samples enter in round-robin class order, so that each of the IS splits holds
   every class and PRDC's truncation of the larger set (the official "full" mode truncates the
   samples to the number of real images) keeps the same number of samples of each class.
@@ -57,16 +59,17 @@ import jax
 import numpy as np
 
 from sgm_jax import parallel, plots
+from sgm_jax.checkpoints import classifier_workdir, load_models
 from sgm_jax.classifier_experiment import ClassifierExperiment
 from sgm_jax.data import to_unit_interval
-from sgm_jax.dlsm import load_models
-from sgm_jax.image_eval import (BatchSampler, check_eval_batch, host_array, inception_metrics,
-                                reference_statistics, to_rgb, to_uint8)
+from sgm_jax.evaluate.images import (BatchSampler, check_eval_batch, check_ready, host_array,
+                                     inception_metrics, reference_statistics, to_rgb, to_uint8)
+from sgm_jax.evaluate.results import write_results
+from sgm_jax.evaluate.store import Progress, ShardStore
 from sgm_jax.metrics import (cas, classwise_prdc, feature_statistics, inception_weights_hash,
                              load_inception)
 from sgm_jax.metrics.feature_classifier import FEATURE_SEED, FEATURE_STEPS, fit_feature_space
 from sgm_jax.models.classifiers import ConditionalResNet
-from sgm_jax.shards import Progress, ShardStore
 
 Array = jax.Array
 Features = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -169,11 +172,7 @@ def load_test_split(experiment: ClassifierExperiment) -> tuple[np.ndarray, np.nd
 def inception_space(experiment: ClassifierExperiment) -> FeatureSpace:
     """The FID Inception network with the training split as the reference (module docstring)."""
     score = experiment.score
-    if score.evaluation.reference_features:
-        raise ValueError(
-            f"eval.reference_features={score.evaluation.reference_features!r} is for "
-            "unconditional evaluation: the class-wise metrics need the labelled training split "
-            "as their reference; set eval.reference_features=''.")
+    check_ready(score, conditional=True)
     weights = score.evaluation.inception_weights
     inception = load_inception(weights)
     return FeatureSpace(
@@ -237,16 +236,9 @@ def _class_grid(path: str, images: np.ndarray, num_classes: int) -> str:
     return plots.save_image_grid(path, grid.astype(np.float32) / 255.0, columns=columns)
 
 
-def _write_json(path: str, results: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def evaluate(experiment: ClassifierExperiment, workdir: str, *, mesh=None) -> dict[str, Any]:
     """The module docstring's metrics of the classifier checkpoint ``eval.checkpoint`` of the
-    DLSM run in ``workdir``; written to ``WORKDIR/eval/conditional_ckpt_<classifier step>.json``
+    DLSM run in ``workdir``; written to ``WORKDIR/classifier/eval/ckpt_<classifier step>.json``
     with a per-class sample grid beside it."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     e, score_eval = experiment.evaluation, experiment.score.evaluation
@@ -256,7 +248,8 @@ def evaluate(experiment: ClassifierExperiment, workdir: str, *, mesh=None) -> di
                          "every class.")
     space = inception_space(experiment) if score_eval.enable_fid else None  # fails before sampling
     score_params, params, step, record = load_models(experiment, workdir, mesh=mesh)
-    folder = os.path.join(workdir, "eval", f"conditional_ckpt_{step}")
+    run = classifier_workdir(workdir)
+    folder = os.path.join(run, "eval", f"ckpt_{step}")
     images, labels, nfes, sampling = class_samples(experiment, score_params, params, folder, mesh)
     test = load_test_split(experiment) if e.enable_cas or space is None else None
     space = classifier_space(experiment, test) if space is None else space
@@ -267,7 +260,7 @@ def evaluate(experiment: ClassifierExperiment, workdir: str, *, mesh=None) -> di
                                                              space.features(images))))
     _, k_kid, k_cas = eval_keys(experiment)
     results: dict[str, Any] = {
-        "classifier_step": step, "score": record, "guidance": experiment.guidance,
+        "step": step, "score": record, "guidance": experiment.guidance,
         "scale": experiment.scale, "objective": experiment.objective,
         "num_samples": int(len(images)), "nfe": float(nfes.mean()),
         **sample_quality(experiment, space, stored["features"], stored["logits"], labels, k_kid)}
@@ -281,25 +274,22 @@ def evaluate(experiment: ClassifierExperiment, workdir: str, *, mesh=None) -> di
         if e.enable_cas else None,
         "params": "ema"}
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "eval", f"conditional_ckpt_{step}.json")
-        results["figures"] = [_class_grid(path[:-5] + ".png", images, experiment.num_classes)]
-        _write_json(path, results)
-        for name in ("fid", "is", "kid", *PRDC_METRICS, *(f"cw_{m}" for m in PRDC_METRICS),
-                     "cas", "nfe"):
-            if name in results:
-                print(f"{name:>14}: {results[name]:.6g}")
+        results["figures"] = [_class_grid(os.path.join(run, "figures", f"samples_ckpt_{step}.png"),
+                                          images, experiment.num_classes)]
+    write_results(run, step, results)
     return results
 
 
 def sample(experiment: ClassifierExperiment, workdir: str, *, mesh=None) -> str:
     """``eval.samples_per_class`` samples of every class, the evaluation's (computed, or loaded
-    from its units): ``WORKDIR/samples/conditional_step_<classifier step>.npz`` (uint8
+    from its units): ``WORKDIR/classifier/samples/samples_step_<classifier step>.npz`` (uint8
     ``images``, int32 ``label``, mean ``nfe``) and a per-class grid beside it."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     score_params, params, step, _ = load_models(experiment, workdir, mesh=mesh)
-    folder = os.path.join(workdir, "eval", f"conditional_ckpt_{step}")
+    run = classifier_workdir(workdir)
+    folder = os.path.join(run, "eval", f"ckpt_{step}")
     images, labels, nfes, _ = class_samples(experiment, score_params, params, folder, mesh)
-    path = os.path.join(workdir, "samples", f"conditional_step_{step}.npz")
+    path = os.path.join(run, "samples", f"samples_step_{step}.npz")
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.savez(path, images=images, label=labels, nfe=float(nfes.mean()))

@@ -1,7 +1,7 @@
 """Conditional evaluation of a 2-D DLSM run (the inter-twinning moons study, DLSM poster Fig. 1;
 official toy protocol, ``official_code_facts`` §2a, with its sampler's bugs fixed).
 
-    results = evaluate(experiment, workdir)   # WORKDIR/eval/conditional_ckpt_<step>.json + PNG
+    results = evaluate(experiment, workdir)   # WORKDIR/classifier/eval/ckpt_<step>.json + PNG
 
 For every class y, with the configured guidance (posterior score s + α ∇ log p(y | x, t)):
 
@@ -25,7 +25,6 @@ score model per class, or the oracle itself, DLSM poster Fig. 1 (c) and (e)):
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable
 
@@ -35,14 +34,15 @@ import numpy as np
 
 from sgm_jax import plots
 from sgm_jax._batch import batch_times, per_example, sq_norm
+from sgm_jax.checkpoints import classifier_workdir, load_models
 from sgm_jax.classifier_experiment import ClassifierExperiment
-from sgm_jax.dlsm import load_models
+from sgm_jax.evaluate.results import write_results
 from sgm_jax.losses import parzen_score
 from sgm_jax.metrics import classwise_prdc
 from sgm_jax.sde import SDE
+from sgm_jax.types import ScoreModel
 
 Array = jax.Array
-ScoreModel = Callable[[Array, Array], Array]
 FIELDS = ("full", "likelihood", "posterior")
 
 
@@ -157,8 +157,8 @@ def _all_samples(experiment, score_params, params, key) -> tuple[np.ndarray, np.
 
 def evaluate(experiment: ClassifierExperiment, workdir: str) -> dict[str, Any]:
     """The module docstring's metrics for the configured checkpoints; written to
-    ``WORKDIR/eval/conditional_ckpt_<classifier step>.json`` with a figure of the posterior
-    fields and samples per class."""
+    ``WORKDIR/classifier/eval/ckpt_<classifier step>.json`` with a figure of the posterior fields
+    and samples per class in ``WORKDIR/classifier/figures``."""
     e = experiment.evaluation
     score_params, params, step, record = load_models(experiment, workdir)
     key = experiment.eval_key()
@@ -176,7 +176,7 @@ def evaluate(experiment: ClassifierExperiment, workdir: str) -> dict[str, Any]:
         per_class.append(field_errors(model, oracle))
         fields[label] = (np.asarray(model["posterior"]), np.asarray(oracle["posterior"]))
     results = {
-        "classifier_step": step, "score": record, "guidance": experiment.guidance,
+        "step": step, "score": record, "guidance": experiment.guidance,
         "scale": experiment.scale, "objective": experiment.objective, "nfe": nfe,
         **{k: float(np.mean([c[k] for c in per_class])) for k in per_class[0]},
         "per_class": per_class,
@@ -186,28 +186,26 @@ def evaluate(experiment: ClassifierExperiment, workdir: str) -> dict[str, Any]:
                      "grid_sigma": e.grid_sigma, "grid_t": t,
                      "sampler": experiment.score.sampler_settings},
     }
-    folder = os.path.join(workdir, "eval")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"conditional_ckpt_{step}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
-    plots.plot_conditional(os.path.join(folder, f"conditional_ckpt_{step}.png"), np.asarray(points),
-                           fields, data, labels, samples, sample_labels,
-                           title=f"{experiment.guidance} (α = {experiment.scale:g})")
-    for name in ("posterior_error", "posterior_mse", "likelihood_error", "full_error",
-                 "precision", "recall", "density", "coverage"):
-        print(f"{name:>18}: {results[name]:.4f}")
+    run = classifier_workdir(workdir)
+    if jax.process_index() == 0:
+        results["figures"] = [plots.plot_conditional(
+            os.path.join(run, "figures", f"posterior_ckpt_{step}.png"), np.asarray(points),
+            fields, data, labels, samples, sample_labels,
+            title=f"{experiment.guidance} (α = {experiment.scale:g})")]
+    write_results(run, step, results, table=("step", "posterior_error", "posterior_mse",
+                                             "likelihood_error", "full_error", "precision",
+                                             "recall", "density", "coverage", "nfe"))
     return results
 
 
 def sample(experiment: ClassifierExperiment, workdir: str) -> str:
     """``eval.samples_per_class`` samples of every class into
-    ``WORKDIR/samples/conditional_step_<classifier step>.npz`` (``x``, ``label``) and a PNG."""
+    ``WORKDIR/classifier/samples/samples_step_<classifier step>.npz`` (``x``, ``label``) and a
+    PNG."""
     score_params, params, step, _ = load_models(experiment, workdir)
     samples, labels, nfe = _all_samples(experiment, score_params, params,
                                         jax.random.fold_in(experiment.eval_key(), 1))
-    path = os.path.join(workdir, "samples", f"conditional_step_{step}.npz")
+    path = os.path.join(classifier_workdir(workdir), "samples", f"samples_step_{step}.npz")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez(path, x=samples, label=labels, nfe=nfe)
     plots.plot_class_samples(path[:-4] + ".png", experiment.data.points, experiment.data.labels,

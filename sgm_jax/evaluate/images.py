@@ -31,8 +31,9 @@ Every unit of work (a sample batch with its features, a likelihood batch, a nois
 stored in ``WORKDIR/eval/ckpt_<step>/<kind>-<digest>/`` as it finishes, the digest naming the
 settings the unit depends on (sampler, batch size, Inception weights; likelihood or Asym
 settings), so a killed evaluation restarts where it stopped and gives the same numbers, and an
-evaluation with other settings computes its own units. The results go to ``WORKDIR/eval/ckpt_<step>.json`` with
-their settings, a table is printed, and a sample grid written to ``WORKDIR/figures/``.
+evaluation with other settings computes its own units. The results go to
+``WORKDIR/eval/ckpt_<step>.json`` with their settings (:mod:`sgm_jax.evaluate.results`), a table
+is printed, and a sample grid written to ``WORKDIR/figures/``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from sgm_jax import files, parallel, plots
+from sgm_jax import parallel, plots
 from sgm_jax._batch import per_example
 from sgm_jax.checkpoints import load_checkpoint
 from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likelihood, \
@@ -56,7 +57,8 @@ from sgm_jax.likelihood import bits_per_dim, dequantization_offset, log_likeliho
 from sgm_jax.metrics import (asym, feature_statistics, frechet_distance, inception_score,
                              inception_weights_hash, kid, load_inception, nasym, prdc)
 from sgm_jax.pth import file_sha256
-from sgm_jax.shards import Progress, ShardStore
+from sgm_jax.evaluate.results import write_results
+from sgm_jax.evaluate.store import Progress, ShardStore
 
 if TYPE_CHECKING:
     from sgm_jax.experiment import Experiment
@@ -354,13 +356,21 @@ def _settings(experiment: Experiment, inception_hash: str | None) -> dict[str, A
             "is_splits": e.is_splits, "params": "ema"}
 
 
-def _print_table(results: dict[str, Any]) -> None:
-    names = ("step", "fid", "is", "kid", "precision", "recall", "density", "coverage", "nfe",
-             "bpd", "asym", "nasym")
-    rows = [(name, results[name]) for name in names if name in results]
-    width = max(len(name) for name, _ in rows)
-    print("\n".join(f"{name:<{width}}  {value:.6g}" if isinstance(value, float)
-                    else f"{name:<{width}}  {value}" for name, value in rows))
+def check_ready(experiment: Experiment, *, conditional: bool = False) -> None:
+    """Fail now, not after a long training run, when this evaluation could not run: the FID
+    Inception weights are missing (Inception metrics on), ``eval.reference_features`` names no
+    file, or a conditional evaluation is given one (it needs the labelled training split)."""
+    e = experiment.evaluation
+    if e.enable_sampling and e.enable_fid:
+        inception_weights_hash(e.inception_weights)  # says where to get the file when it is not
+    if e.reference_features and conditional:
+        raise ValueError(
+            f"eval.reference_features={e.reference_features!r} is for unconditional "
+            "evaluation: the class-wise metrics need the labelled training split as their "
+            "reference; set eval.reference_features=''.")
+    if e.reference_features and not os.path.isfile(e.reference_features):
+        raise FileNotFoundError(f"eval.reference_features={e.reference_features!r} does not "
+                                "exist.")
 
 
 def _inception(experiment: Experiment):
@@ -399,7 +409,7 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
         results.update(nfe=float(nfes.mean()), nfe_std=float(nfes.std()), nfe_min=int(nfes.min()),
                        nfe_max=int(nfes.max()), nfe_per_batch=nfes.tolist())
         if jax.process_index() == 0:
-            grid = samples["images"][: e.grid_samples].astype(np.float32) / 255.0
+            grid = samples["images"][: experiment.num_samples].astype(np.float32) / 255.0
             results["figures"] = [plots.save_image_grid(
                 os.path.join(workdir, "figures", f"samples_ckpt_{state_step}.png"), grid)]
         if inception is not None:
@@ -411,9 +421,7 @@ def evaluate(experiment: Experiment, workdir: str, *, mesh=None) -> dict[str, An
     if e.enable_asym:
         results.update(_asym_over_time(experiment, params, store("asym", "asym"), k_asym, mesh))
     results["settings"] = settings
-    files.write_json(os.path.join(workdir, "eval", f"ckpt_{state_step}.json"), results)
-    if jax.process_index() == 0:
-        _print_table(results)
+    write_results(workdir, state_step, results)
     return results
 
 
@@ -424,10 +432,10 @@ def sample(experiment: Experiment, workdir: str, *, mesh=None) -> str:
     e = experiment.evaluation
     state = load_checkpoint(experiment, workdir, e.checkpoint, mesh=mesh)
     step = int(state.step)
-    batch = math.ceil(e.grid_samples / mesh.size) * mesh.size
+    batch = math.ceil(experiment.num_samples / mesh.size) * mesh.size
     images, nfe = BatchSampler(experiment, state.ema_params, batch, mesh)(
         jax.random.fold_in(experiment.eval_key(), step))
-    images = images[: e.grid_samples]
+    images = images[: experiment.num_samples]
     path = os.path.join(workdir, "samples", f"samples_step_{step}.npz")
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -10,10 +10,11 @@ The QCSGM toy protocol (paper §3.2, official_code_facts §1b), with one deliber
   t = (l+1)/10). Each is averaged over points and then over levels.
 * **NLL** in nats of ``eval.nll_num_points`` training points through the probability-flow ODE
   (diffrax, exact divergence, ``sampling.rtol/atol``, from ``sampling.eps`` to 1).
-* **Samples** from ``sampling.method`` (``sampling.num_samples`` of them) with their NFE, and
+* **Samples** from ``sampling.method`` (``eval.num_samples`` of them) with their NFE, and
   precision / recall / density / coverage with k = ``eval.prdc_k`` against as many training points.
 
-Results go to ``workdir/eval/metrics_step_<step>.json`` and a printed table; figures (samples over
+Results go to ``workdir/eval/ckpt_<step>.json`` (:mod:`sgm_jax.evaluate.results`; the sampler's
+NFE as ``nfe``, the likelihood ODE's as ``nll_nfe``) and a printed table; figures (samples over
 the data, the model density on a grid, the score field with its rotational part, training
 curves) to ``workdir/figures/``. The EMA parameters are evaluated.
 """
@@ -21,7 +22,6 @@ curves) to ``workdir/figures/``. The EMA parameters are evaluated.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgm_jax import plots
+from sgm_jax.checkpoints import restore_score_model
+from sgm_jax.evaluate.results import write_results
 from sgm_jax.likelihood import log_likelihood
 from sgm_jax.metrics import asym, average_over_levels, nasym, prdc, score_error
-from sgm_jax.checkpoints import restore_score_model
 
 if TYPE_CHECKING:
     from sgm_jax.experiment import Experiment
@@ -126,22 +127,11 @@ def _figures(experiment: Experiment, workdir, step, score_model, samples):
     return paths
 
 
-def _print_table(results: dict[str, Any]) -> None:
-    rows = [("step", results["step"]), ("Asym", results["asym"]), ("NAsym", results["nasym"]),
-            ("score error", results["score_error"]), ("NLL (nats)", results["nll"]),
-            ("NLL NFE", results["nll_nfe"]), ("sampler NFE", results["sampler_nfe"]),
-            ("precision", results["precision"]), ("recall", results["recall"]),
-            ("density", results["density"]), ("coverage", results["coverage"])]
-    width = max(len(name) for name, _ in rows)
-    print("\n".join(f"{name:<{width}}  {value:.6g}" if isinstance(value, float)
-                    else f"{name:<{width}}  {value}" for name, value in rows))
-
-
 def evaluate(experiment: Experiment, workdir: str) -> dict[str, Any]:
     """Evaluate the checkpoint ``eval.checkpoint`` (−1: the latest) of the toy run in ``workdir``.
 
     Raises ``ValueError`` when ``workdir`` has no checkpoint. Returns the results dict written
-    to ``workdir/eval/metrics_step_<step>.json``.
+    to ``workdir/eval/ckpt_<step>.json``.
     """
     e = experiment.evaluation
     step, score_model = restore_score_model(experiment, workdir, e.checkpoint)
@@ -151,27 +141,27 @@ def evaluate(experiment: Experiment, workdir: str) -> dict[str, Any]:
     means, per_level, levels = _level_metrics(experiment.sde, score_model, x0, jnp.asarray(data),
                                               key_levels, e.num_levels)
     nll, nll_nfe = nll_nats(experiment, score_model, jnp.asarray(data[: e.nll_num_points]))
-    samples, sampler_nfe = _draw_samples(experiment, score_model, key_samples, e.num_samples)
+    samples, nfe = _draw_samples(experiment, score_model, key_samples, e.num_samples)
     quality = prdc(data[: e.num_samples], samples, nearest_k=e.prdc_k)
     results = {"step": step, **means, "nll": float(np.mean(nll)), "nll_nfe": nll_nfe,
-               "sampler": experiment.sampler_method, "sampler_nfe": sampler_nfe,
-               **{k: float(v) for k, v in quality.items()},
-               "levels_t": levels, "per_level": per_level}
-    results["figures"] = _figures(experiment, workdir, step, score_model, samples)
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"metrics_step_{step}.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    _print_table(results)
+               "nfe": nfe, **{k: float(v) for k, v in quality.items()},
+               "levels_t": levels, "per_level": per_level,
+               "settings": {"sampler": experiment.sampler_method,
+                            "sampling": experiment.sampler_settings,
+                            "num_points": e.num_points, "num_levels": e.num_levels,
+                            "nll_num_points": e.nll_num_points, "num_samples": e.num_samples,
+                            "prdc_k": e.prdc_k, "params": "ema"}}
+    if jax.process_index() == 0:
+        results["figures"] = _figures(experiment, workdir, step, score_model, samples)
+    write_results(workdir, step, results)
     return results
 
 
 def sample(experiment: Experiment, workdir: str) -> str:
-    """Draw the evaluation's number of samples; write ``samples_step_<step>.npz`` and a PNG."""
-    e = experiment.evaluation
-    step, score_model = restore_score_model(experiment, workdir, e.checkpoint)
+    """Draw ``sampling.num_samples`` samples; write ``samples_step_<step>.npz`` and a PNG."""
+    step, score_model = restore_score_model(experiment, workdir, experiment.evaluation.checkpoint)
     key = jax.random.fold_in(experiment.eval_key(), step)
-    samples, nfe = _draw_samples(experiment, score_model, key, e.num_samples)
+    samples, nfe = _draw_samples(experiment, score_model, key, experiment.num_samples)
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"samples_step_{step}.npz")

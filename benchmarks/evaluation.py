@@ -261,7 +261,7 @@ def _summarise(result: dict, steps: dict[str, _Path], args) -> dict[str, str]:
 
 def _markdown(result: dict, args) -> str:
     """The summary table: throughput, NFE, time in forward passes, overhead share, and the
-    first two batches (BUILD.md's format)."""
+    first two batches (docs/benchmarks.md's format)."""
     lines = ["| path | batch | NFE / batch | s / batch | per second | ms / NFE "
              "| in forward passes | overhead share | batch 0 / batch 1 s | batch 1 compiles, "
              "traces |", "|---" * 10 + "|"]

@@ -3,7 +3,7 @@
 continuous VE model; ``shared/reference/score_sde_facts.md``), in this library's schema.
 
 Names follow score_sde where it has them (``model.nf``, ``training.n_jitted_steps``,
-``data.centered``, ``sampling.snr``, ...). The differences of schema, each documented in BUILD.md:
+``data.centered``, ``sampling.snr``, ...). The differences of schema, each documented in docs/methods.md:
 the SDE has its own group (score_sde's ``training.sde`` and ``model.sigma_min/sigma_max/
 num_scales/beta_min/beta_max`` are ``sde.name``, ``sde.sigma_min``, ...); ``model.scale_by_sigma``
 is the parameterisation "scale_by_sigma" (VE) or "noise_prediction" (VP / sub-VP);
@@ -120,7 +120,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     evaluation.num_samples = 50000
     evaluation.enable_sampling = True  # samples, NFE and (with enable_fid) FID / IS / KID / PRDC
     evaluation.enable_fid = True
-    evaluation.inception_weights = ""  # the converted FID Inception .npz (see BUILD.md)
+    evaluation.inception_weights = ""  # the converted FID Inception .npz (BUILD.md, "Converting weights")
     evaluation.stats_dir = ""  # cache of training-set Inception statistics; "" = ~/.cache/sgm_jax/stats
     # an .npz of reference pool features ("pool_3" [N, 2048]: score_sde's assets/stats files,
     # QCSBM's dataset_stat.npz) instead of the training split's; "" = the training split

@@ -16,7 +16,7 @@ Mapping to the official settings:
   (official ``coef``).
 Sampling: predictor-corrector, 1,000 steps, one Langevin corrector step (snr 0.16), from the VE
 prior N(0, σ_max² I) (the official sampler starts from N(0, I), runs σ upwards and has a zero
-predictor step; BUILD.md).
+predictor step; docs/methods.md).
 """
 
 import ml_collections

@@ -28,7 +28,6 @@ import glob
 import json
 import os
 import runpy
-import shlex
 import sys
 
 import numpy as np
@@ -39,7 +38,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 
 import main as entry  # noqa: E402
-from report import write_keeping_discussion  # noqa: E402
+from report import command_line, write_keeping_discussion  # noqa: E402
 from sgm_jax import plots  # noqa: E402
 from sgm_jax.data.images import load_split  # noqa: E402
 from sgm_jax.metrics import fid, kid, prdc  # noqa: E402
@@ -183,8 +182,7 @@ def main(argv=None) -> None:
     figure = os.path.basename(plot_asym_over_t(os.path.join(out_dir, "digits_asym_over_t.png"),
                                                curves))
     rows["data"]["classifier_accuracy"] = accuracy
-    command = "python experiments/digits_demo.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("experiments/digits_demo.py", argv)
     write_keeping_discussion(args.out, markdown(rows, command, figure, grids, num_samples,
                                                 len(test_split.x)))
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:

@@ -66,7 +66,7 @@ from sgm_jax.experiment import Experiment, build_experiment  # noqa: E402
 from sgm_jax.metrics import classwise_prdc  # noqa: E402
 from sgm_jax.plots import save_figure  # noqa: E402  (selects matplotlib's Agg backend)
 import matplotlib.pyplot as plt  # noqa: E402
-from report import write_keeping_discussion  # noqa: E402
+from report import command_line, write_keeping_discussion  # noqa: E402
 
 OFFICIAL_ITERS = 40000  # the official toy runs: 40,001 iterations of every model
 METHODS = ("base", "scaling", "posterior_sm", "dlsm", "oracle")
@@ -653,7 +653,7 @@ def main(argv=None) -> None:
                    "timings": timer.times}, f, indent=2)
     lines = [
         "# DLSM inter-twinning moons (poster Fig. 1)", "",
-        f"Made by `python {' '.join(sys.argv)}` on {jax.devices()[0].platform} (JAX "
+        f"Made by `{command_line('experiments/dlsm_moons.py')}` on {jax.devices()[0].platform} (JAX "
         f"{jax.__version__}); this invocation took {time.time() - start:.0f} s (the stages it "
         "found cached keep the times of the run that computed them, under Settings). Five "
         "posterior scores ∇ log p_t(x | y): (a) base, s + ∇ log p(y | x, t) with a cross-entropy "

@@ -46,7 +46,7 @@ from sgm_jax.evaluate import toy as toy_eval  # noqa: E402
 from sgm_jax.checkpoints import init_state, load_checkpoint  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 from sgm_jax.train import make_update_fn  # noqa: E402
-from report import write_keeping_discussion  # noqa: E402
+from report import command_line, write_keeping_discussion  # noqa: E402
 
 RUNS = ("ssm", "fd_ssm", "dsm", "lcss", "lcss_diffusion", "esm", "ism")
 LABELS = {"ssm": "SSM", "fd_ssm": "FD-SSM", "dsm": "DSM", "lcss": "LCSS",
@@ -264,7 +264,7 @@ def main(argv=None) -> None:
     n_iters = args.n_iters or config_for("dsm").training.n_iters
     lines = [
         "# LCSS checkerboard reproduction", "",
-        f"Made by `python {' '.join(sys.argv)}` on {jax.devices()[0].platform} (JAX "
+        f"Made by `{command_line('experiments/lcss_checkerboard.py')}` on {jax.devices()[0].platform} (JAX "
         f"{jax.__version__}). Network: MLP 2×300 (U parameterisation, conditioned on t), batch "
         f"10,000, VE SDE σ ∈ [0.1, 3]; density models trained for {n_iters} steps. "
         "`LCSS, σ = g(t)` is `configs/toy/checkerboard_lcss_diffusion.py`: LCSS with the "

@@ -40,7 +40,7 @@ from sgm_jax.evaluate.toy import training_curves  # noqa: E402
 from qcsgm_table1 import (PAPER, REFERENCES, cached_runs, implied_jacobian_lines,  # noqa: E402
                           law_figures, mean_ci, parse_overrides, per_level_lines, prior_kl_lines,
                           reference_nll, run_dir, run_one, toy_config)
-from report import write_keeping_discussion  # noqa: E402
+from report import command_line, write_keeping_discussion  # noqa: E402
 
 DATASETS = ("8gaussians", "spirals")
 QC_WEIGHTS = (0.05, 0.5, 5.0)  # official λ = 0.1, 1, 10
@@ -219,8 +219,7 @@ def main(argv=None) -> None:
                         help="exact scores of the data law for the prior KL and the per-level "
                              "Jacobians (qcsgm_table1.law_figures; none: skip those tables)")
     args = parser.parse_args(argv)
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    command = "python experiments/qcsgm_lambda_sweep.py " + " ".join(given)
+    command = command_line("experiments/qcsgm_lambda_sweep.py", argv, drop=("--report-only",))
     overrides = parse_overrides(args.set)
     seeds = list(range(args.seeds))
     rows, floors, missing = [], {}, []

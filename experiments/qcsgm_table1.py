@@ -38,7 +38,7 @@ from sgm_jax.losses import parzen_score  # noqa: E402
 from sgm_jax.metrics import nasym  # noqa: E402
 from sgm_jax.evaluate.toy import evaluate, nll_nats  # noqa: E402
 from sgm_jax.train import train  # noqa: E402
-from report import write_keeping_discussion  # noqa: E402
+from report import command_line, write_keeping_discussion  # noqa: E402
 
 DATASETS = ("8gaussians", "spirals", "checkerboard")
 MODELS = ("c", "u", "qc")
@@ -317,7 +317,7 @@ def markdown(results: dict, references: dict, command: str, kl: dict | None = No
         f"Made by `{command}` (it trains what is missing; with `--report-only` it only"
         " tabulates the finished runs). Each cell: ours (mean ± 95 % Student-t CI over the seeds of the row)"
         " / paper. Our score error evaluates the model and the clean-data Parzen oracle at the same"
-        " noise level (the official code does not; BUILD.md), so it is not comparable number for number."
+        " noise level (the official code does not; docs/methods.md), so it is not comparable number for number."
         " NAsym is not comparable with the paper's either: the paper's Asym/NAsym pairs need Jacobians"
         " far smaller than the data's at almost every noise level (the last two tables below).",
         "",
@@ -539,8 +539,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", nargs="*", default=list(REFERENCES), choices=REFERENCES,
                         help="exact-score NLL references to compute (none: skip)")
     args = parser.parse_args(argv)
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    command = "python experiments/qcsgm_table1.py " + " ".join(given)
+    command = command_line("experiments/qcsgm_table1.py", argv, drop=("--report-only",))
     overrides = parse_overrides(args.set)
     seeds = list(range(args.seeds))
     results = {}

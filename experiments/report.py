@@ -1,6 +1,10 @@
 """Writing the reproductions' markdown results."""
 
 import os
+import shlex
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DISCUSSION_HEADING = "## Distance from the paper"
 
@@ -22,3 +26,17 @@ def write_keeping_discussion(path: str, text: str) -> None:
         if DISCUSSION_HEADING in previous:
             discussion = "\n" + previous[previous.index(DISCUSSION_HEADING):]
     write_text(path, text + discussion)
+
+
+def command_line(script: str, argv: list[str] | None = None, drop: tuple[str, ...] = ()) -> str:
+    """``python <script> <arguments>`` as a results file records it: the arguments (default
+    ``sys.argv[1:]``) without those in ``drop``, each absolute path (alone or after ``=``) made
+    relative to the repository, so that a results file names no folder of the machine it ran on."""
+    def relative(arg: str) -> str:
+        flag, sep, value = arg.rpartition("=") if "=" in arg else ("", "", arg)
+        if os.path.isabs(value):
+            value = os.path.relpath(value, ROOT)
+        return shlex.quote(flag + sep + value)
+
+    given = sys.argv[1:] if argv is None else argv
+    return f"python {script} " + " ".join(relative(a) for a in given if a not in drop)

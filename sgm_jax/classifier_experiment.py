@@ -5,7 +5,8 @@ score half is :func:`sgm_jax.experiment.build_experiment`).
     experiment = build_classifier_experiment(config, score)
     state = train(experiment, workdir, frozen=score_ema_params)       # sgm_jax.train
 
-A DLSM config is a score-model config plus three sections (``configs/default_dlsm.py``):
+A DLSM config is a score-model config plus three sections (``add_dlsm_sections`` of
+``configs/default_dlsm_cifar10.py``; docs/config.md describes each field):
 
 * ``classifier.model`` (name, condition, network fields), ``classifier.training`` (the schedule
   fields of ``training`` plus the objective: ``objective`` "ce" | "dlsm" | "total", ``ce_weight``,
@@ -62,7 +63,7 @@ CLASSIFIER_STREAM = 1
 
 @dataclasses.dataclass(frozen=True)
 class ConditionalEvalOptions:
-    """The conditional evaluation (``config.eval``; BUILD.md describes each field).
+    """The conditional evaluation (``config.eval``; docs/config.md describes each field).
 
     ``checkpoint`` is the classifier's step (−1: the latest); the score model's is
     ``classifier.score_checkpoint``. Toy data: class-wise P/R/D/C of ``samples_per_class``

@@ -22,7 +22,7 @@ weighting of the score model's own DSM, which keeps every noise level's term O(1
 (``"sigma4"``, the official toy code's ``weighting_dlsm`` = 2) or 1 (``"one"``, the official CIFAR
 code's ``weighting_dlsm`` = 0); ``reduce_mean=True`` divides it by the event size D (both official
 codes average over dimensions). The cross-entropy is never weighted (both official codes use
-``weighting_ce`` = 0). BUILD.md maps the configs' settings to the official ones.
+``weighting_ce`` = 0). docs/methods.md maps the configs' settings to the official ones.
 
 **A classifier with a model state** (the BatchNorm ResNet in training mode) is passed as
 ``logits_model(x, t) -> (logits, state)`` with ``loss_fn(..., has_state=True)``: its one forward

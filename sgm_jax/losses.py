@@ -48,7 +48,7 @@ def _over_probes(fn: Callable, v: Array):
     """``fn`` applied to every probe of ``v`` [K, B, *event], its outputs stacked along a leading
     K axis. K > 1 probes run as one ``vmap``; a single probe is passed straight to ``fn``: a vmap
     over an axis of size 1 surrounds every convolution of the linearised network with layout
-    copies (XLA:CPU, ``small_conv`` QC step: 7 % more bytes accessed, see BUILD.md)."""
+    copies (XLA:CPU, ``small_conv`` QC step: 7 % more bytes accessed, see docs/benchmarks.md)."""
     if v.shape[0] == 1:
         return jax.tree_util.tree_map(lambda a: a[None], fn(v[0]))
     return jax.vmap(fn)(v)
@@ -190,7 +190,10 @@ def fd_ssm_loss(score_fn: ScoreFn, x: Array, key: Array, eps: float = 0.01,
     vᵀJv + ½‖s‖² up to O(ε²) and needs no Jacobian: both evaluations run as one ``vmap``-ed
     forward pass. Relation to the official codes: with u uniform on the unit sphere and the
     projection εu, their ``D/ε²``-scaled form is this one with v = √D·u (E[vvᵀ] = I); the
-    DeepEBM variant without the factor D is this loss divided by D.
+    DeepEBM variant without the factor D is this loss divided by D. ``eps`` is the
+    finite-difference step ε (its name in DESIGN.md §3.2); the SDE-level loss and the configs
+    call the same step ``fd_eps`` (``get_sde_loss_fn``, ``training.fd_eps``), since their
+    ``eps`` is the smallest diffusion time.
     """
     val.check_batched("x", x)
     val.check_positive("eps", eps)

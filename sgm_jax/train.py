@@ -132,7 +132,7 @@ def make_update_fn(experiment: Trainable, loss_fn: Callable | None = None
 def scan_unroll(backend: str | None = None) -> bool | int:
     """How the ``lax.scan`` of ``n_jitted_steps`` is unrolled: fully on XLA:CPU, not at all on
     accelerators. On CPU the rolled loop ran 5 NCSN++ steps 12–14× slower than 5 dispatches of
-    one step (the loop body copies the state every iteration), the unrolled one 0.73× (BUILD.md,
+    one step (the loop body copies the state every iteration), the unrolled one 0.73× (docs/benchmarks.md,
     "Training options"); accelerators keep score_sde's rolled scan and its shorter compile."""
     backend = jax.default_backend() if backend is None else backend
     return True if backend == "cpu" else 1

@@ -335,7 +335,7 @@ def test_toy_configs_load_and_validate(path):
 
 
 def test_the_scan_of_several_steps_compiles_without_a_loop_on_cpu():
-    """A rolled loop of train steps is an order of magnitude slower on XLA:CPU (BUILD.md): the
+    """A rolled loop of train steps is an order of magnitude slower on XLA:CPU (docs/benchmarks.md): the
     program of three steps per dispatch must hold no while loop, and three copies of the step
     (a rolled scan keeps one body inside a while; ``unroll=1`` on CPU fails here)."""
     mesh = parallel.data_mesh(jax.devices()[:1])

@@ -80,7 +80,7 @@ def _step(network: nn.Module, batch_size: int, params, model_state, opt_state, x
 def _fit(network: nn.Module, batch_size: int, variables, x_all: Array, y_all: Array,
          keys: Array, lr: Array) -> dict:
     """Adam with constant ``lr``, one minibatch per key, one dispatch per step: a network inside
-    a ``lax.scan`` body runs an order of magnitude slower on XLA:CPU (BUILD.md). Returns the
+    a ``lax.scan`` body runs an order of magnitude slower on XLA:CPU (docs/benchmarks.md). Returns the
     trained variables (parameters and model state)."""
     params, model_state = split_variables(variables)
     opt_state = optax.adam(lr).init(params)

@@ -58,8 +58,6 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sde.name = "vesde"
     sde.sigma_min = 0.01
     sde.sigma_max = 50.0
-    sde.beta_min = 0.1
-    sde.beta_max = 20.0
     sde.num_scales = 1000
 
     config.training = training = ml_collections.ConfigDict()

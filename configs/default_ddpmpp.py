@@ -1,6 +1,7 @@
 """score_sde's DDPM++ cont. on CIFAR-10 (``vp/cifar10_ddpmpp_continuous.py``), shared by the VP
 and sub-VP configs: the NCSN++ network class with DDPM residual-block placement fields, positional
-embedding of 999·t, no FIR, no progressive growing, centred data, EMA 0.9999, the noise-prediction
+embedding of 999·t, no FIR, no progressive growing, β ∈ [0.1, 20] (the VP / sub-VP SDE's
+parameters in place of the VE σ range), centred data, EMA 0.9999, the noise-prediction
 score s = −f/σ_t, the loss averaged over pixels (score_sde's ``reduce_mean``), Euler–Maruyama
 predictor without corrector, sampling from t = 1e-3."""
 
@@ -16,6 +17,9 @@ def get_ddpmpp_config(sde: str = "vpsde"):
     config.model.progressive_input = "none"
     config.model.embedding_type = "positional"
     config.sde.name = sde
+    del config.sde["sigma_min"], config.sde["sigma_max"]  # the VE SDE's
+    config.sde.beta_min = 0.1
+    config.sde.beta_max = 20.0
     config.training.reduce_mean = True
     config.optim.ema_rate = 0.9999
     config.sampling.predictor = "euler_maruyama"

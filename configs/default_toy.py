@@ -28,11 +28,9 @@ def get_default_configs() -> ml_collections.ConfigDict:
     model.output_activation = "identity"
 
     config.sde = sde = ml_collections.ConfigDict()
-    sde.name = "vesde"  # "vesde", "vpsde", "subvpsde"
+    sde.name = "vesde"  # "vpsde" and "subvpsde" take beta_min / beta_max instead of σ
     sde.sigma_min = 0.1
     sde.sigma_max = 3.0
-    sde.beta_min = 0.1
-    sde.beta_max = 20.0
     sde.num_scales = 1000
 
     config.training = training = ml_collections.ConfigDict()

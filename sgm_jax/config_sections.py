@@ -27,13 +27,25 @@ Array = jax.Array
 USE_KEYS = ("name", "parameterisation", "condition")
 
 
+#: The fields of the ``sde`` section besides ``name`` and ``num_scales``, per SDE.
+SDE_PARAMETERS = {"vesde": ("sigma_min", "sigma_max"), "vpsde": ("beta_min", "beta_max"),
+                  "subvpsde": ("beta_min", "beta_max")}
+
+
 def sde_from_config(config) -> sde_lib.SDE:
     """The SDE of ``config.sde`` (``name``: vesde with ``sigma_min`` < ``sigma_max``, or vpsde /
-    subvpsde with ``beta_min`` < ``beta_max``; ``num_scales``), validated field by field."""
+    subvpsde with ``beta_min`` < ``beta_max``; ``num_scales``), validated field by field. The
+    section holds the named SDE's parameters only: another SDE's (``beta_min`` in a VE config)
+    would be ignored, and is refused."""
     name = cf.get(config, "sde.name")
     if not isinstance(name, str) or name.lower() not in sde_lib.SDE_NAMES:
         raise ValueError(f"sde.name must be one of {sde_lib.SDE_NAMES}; got {name!r}.")
     name = name.lower()
+    allowed = ("name", "num_scales", *SDE_PARAMETERS[name])
+    for key, value in cf.get(config, "sde").items():
+        if key not in allowed:
+            raise ValueError(f"sde.{key}={value!r} is not a parameter of sde.name={name!r}; "
+                             f"allowed: {list(allowed)}.")
     n = cf.integer(config, "sde.num_scales", 1)
     if name == "vesde":
         lo = cf.number(config, "sde.sigma_min", low=0, low_open=True)

@@ -141,6 +141,7 @@ def test_non_finite_loss_names_the_step_and_keeps_last_checkpoint(monkeypatch, t
     ("sampling.snr", 1.5, "sampling.snr"),
     ("sde.name", "brownian", "sde.name"),
     ("sde.sigma_min", 5.0, "sde.sigma_min"),
+    ("sde.beta_min", 0.1, "sde.beta_min"),  # a VP parameter in a VE config would be ignored
     ("training.batch_size", 60, "training.batch_size"),
     ("training.n_jitted_steps", 5, "training.n_iters"),
     ("training.qc_fraction", 0.0, "training.qc_fraction"),

@@ -219,6 +219,8 @@ def _evaluation(config) -> ConditionalEvalOptions:
     if len(grid_range) != 4 or not (grid_range[0] < grid_range[1] and grid_range[2] < grid_range[3]):
         raise ValueError(f"eval.grid_range must be (x_min, x_max, y_min, y_max) with x_min < x_max "
                          f"and y_min < y_max; got {grid_range!r}.")
+    cf.record("eval.grid_range", "(x_min, x_max, y_min, y_max) with x_min < x_max and "
+                                 "y_min < y_max")
     return ConditionalEvalOptions(
         checkpoint=cf.integer(config, "eval.checkpoint", -1),
         samples_per_class=cf.integer(config, "eval.samples_per_class", 1),

@@ -4,18 +4,58 @@ Every reader takes the config and a dotted path (``"training.batch_size"``) and 
 ``ValueError`` naming the field, the value found and what is allowed. The experiment builder
 (:mod:`sgm_jax.experiment`) reads every field it uses through these, so a config is validated by
 building it.
+
+What each read allows can be recorded: inside ``with recording() as allowed:`` every reader
+call adds ``{path: text}`` to ``allowed`` (``'integer >= 1'``, ``'one of "ode", "pc"'``, ...;
+None for a field read with :func:`get` and checked by nobody), and a caller that validates a
+field by hand says what it allows with :func:`record`. docs/config_reference.py builds every
+config under configs/ inside a recording to write docs/config.md, the reference of every field.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 
-def get(config, path: str) -> Any:
-    """The value at ``path``; ``ValueError`` when the config has no such field."""
+_RECORDINGS: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar(
+    "config_field_recordings", default=())
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[dict[str, str | None]]:
+    """Collects what the reads inside the block allow: yields a dict that every reader call fills
+    with ``{path: allowed-values text}`` (None: read with :func:`get` only, nothing checked).
+    A field read twice with different texts keeps both, joined by "; ". Recordings nest (each
+    open one receives every read) and are local to the thread / context."""
+    allowed: dict[str, str | None] = {}
+    token = _RECORDINGS.set(_RECORDINGS.get() + (allowed,))
+    try:
+        yield allowed
+    finally:
+        _RECORDINGS.reset(token)
+
+
+def record(path: str, allowed: str | None) -> None:
+    """Records, in every open :func:`recording`, that ``path`` was read and what it allows: for
+    the readers below, and for a caller that validates a field itself (a tuple, a set of names
+    matched without case, a network's constructor field). A text replaces an earlier None;
+    None never replaces a text."""
+    for recorded in _RECORDINGS.get():
+        before = recorded.get(path)
+        if allowed is None:
+            recorded.setdefault(path, None)
+        elif before is None:
+            recorded[path] = allowed
+        elif allowed not in before.split("; "):
+            recorded[path] = f"{before}; {allowed}"
+
+
+def _lookup(config, path: str) -> Any:
     node = config
     for part in path.split("."):
         try:
@@ -25,9 +65,20 @@ def get(config, path: str) -> Any:
     return node
 
 
+def get(config, path: str) -> Any:
+    """The value at ``path``; ``ValueError`` when the config has no such field. Reading a field
+    (not a whole section) records it with nothing checked (None) unless a reader or
+    :func:`record` says what it allows."""
+    node = _lookup(config, path)
+    if not hasattr(node, "items"):  # a section is not a field
+        record(path, None)
+    return node
+
+
 def has(config, path: str) -> bool:
+    """Whether the config has ``path`` (not a read: nothing is recorded)."""
     try:
-        get(config, path)
+        _lookup(config, path)
     except ValueError:
         return False
     return True
@@ -35,54 +86,65 @@ def has(config, path: str) -> bool:
 
 def number(config, path: str, *, low=None, high=None, low_open=False, high_open=False) -> float:
     """A finite real number within the given bounds (``low_open``/``high_open`` exclude them)."""
-    value = get(config, path)
+    value = _lookup(config, path)
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
     ok = ok and math.isfinite(float(value))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
         ok = value < high if high_open else value <= high
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    bounds = " and ".join(s for s in (lo, hi) if s)
     if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-        allowed = " and ".join(s for s in (lo, hi) if s) or "any finite number"
-        raise ValueError(f"{path} must be a finite number {allowed}; got {value!r}.")
+        raise ValueError(f"{path} must be a finite number{' ' + bounds if bounds else ''}; "
+                         f"got {value!r}.")
+    record(path, f"number {bounds}" if bounds else "any finite number")
     return float(value)
 
 
 def integer(config, path: str, low: int, high: int | None = None) -> int:
     """An integer (not a bool) >= ``low`` (and <= ``high``)."""
-    value = get(config, path)
+    value = _lookup(config, path)
     ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
     if ok and high is not None:
         ok = value <= high
+    bound = f">= {low}" + ("" if high is None else f" and <= {high}")
     if not ok:
-        bound = f">= {low}" + ("" if high is None else f" and <= {high}")
         raise ValueError(f"{path} must be an integer {bound}; got {value!r}.")
+    record(path, f"integer {bound}")
     return int(value)
 
 
 def boolean(config, path: str) -> bool:
-    value = get(config, path)
+    value = _lookup(config, path)
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{path} must be True or False; got {value!r}.")
+    record(path, "True or False")
     return bool(value)
 
 
 def choice(config, path: str, allowed: Sequence[str]) -> str:
     """One of the ``allowed`` strings."""
-    value = get(config, path)
+    value = _lookup(config, path)
     allowed = tuple(allowed)
     if value not in allowed:
         raise ValueError(f"{path} must be one of {allowed}; got {value!r}.")
+    record(path, choices_text(allowed))
     return value
 
 
 def string(config, path: str) -> str:
-    value = get(config, path)
+    value = _lookup(config, path)
     if not isinstance(value, str):
         raise ValueError(f"{path} must be a string; got {value!r}.")
+    record(path, "string")
     return value
+
+
+def choices_text(allowed: Sequence[str]) -> str:
+    """How :func:`choice` records its ``allowed`` strings: ``one of "a", "b"``."""
+    return "one of " + ", ".join(f'"{a}"' for a in allowed)
 
 
 def multiple_of(path: str, value: int, base: int, base_path: str) -> None:

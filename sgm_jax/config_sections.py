@@ -25,6 +25,9 @@ Array = jax.Array
 
 #: Keys of a network section that describe how the network is used, not the network itself.
 USE_KEYS = ("name", "parameterisation", "condition")
+#: What :func:`network` records a constructor field of the network as allowing (the model's
+#: name follows): the registered Flax module checks its own fields.
+NETWORK_FIELD = "a field of "
 
 
 #: The fields of the ``sde`` section besides ``name`` and ``num_scales``, per SDE.
@@ -40,6 +43,7 @@ def sde_from_config(config) -> sde_lib.SDE:
     name = cf.get(config, "sde.name")
     if not isinstance(name, str) or name.lower() not in sde_lib.SDE_NAMES:
         raise ValueError(f"sde.name must be one of {sde_lib.SDE_NAMES}; got {name!r}.")
+    cf.record("sde.name", cf.choices_text(sde_lib.SDE_NAMES) + " (any case)")
     name = name.lower()
     allowed = ("name", "num_scales", *SDE_PARAMETERS[name])
     for key, value in cf.get(config, "sde").items():
@@ -69,7 +73,9 @@ def network(config, section: str = "model") -> nn.Module:
     (a registered model) built with every other key of the section as a constructor field
     (lists become tuples), except :data:`USE_KEYS`, plus ``centered = data.centered`` when the
     model has a ``centered`` field (score_sde reads ``config.data.centered`` inside its
-    networks). A key that is not a field of the model, or a ``centered`` key, is refused."""
+    networks). A key that is not a field of the model, or a ``centered`` key, is refused; each
+    field passed is recorded (:func:`sgm_jax.config_fields.record`) as :data:`NETWORK_FIELD`
+    followed by the model's name."""
     name = cf.choice(config, f"{section}.name", models.available_models())
     allowed = models.model_fields(name)
     fields = {}
@@ -83,6 +89,7 @@ def network(config, section: str = "model") -> nn.Module:
             raise ValueError(f"{section}.{key} is not a field of model {name!r}; allowed: "
                              f"{[f for f in allowed if f != 'centered']}.")
         fields[key] = tuple(value) if isinstance(value, list) else value
+        cf.record(f"{section}.{key}", f"{NETWORK_FIELD}{name}")  # the module validates it
     if "centered" in allowed:
         fields["centered"] = cf.boolean(config, "data.centered")
     return models.get_model(name, **fields)

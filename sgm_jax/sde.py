@@ -101,6 +101,15 @@ class SDE(abc.ABC):
     def marginal_std(self, t: Array) -> Array:
         """σ_t [B], the std of the perturbation kernel p_0t."""
 
+    def scaled_std(self, t: Array) -> Array:
+        """σ̃(t) = σ_t / c(t) [B]: the noise level of the scaled process x(t)/c(t) = x(0) + σ̃ z
+        (Karras et al. 2022, Eq. 4: σ(t) of the ODE in x/s(t)). Increasing in t."""
+        return self.marginal_std(t) / self.mean_coeff(t)
+
+    @abc.abstractmethod
+    def scaled_std_inverse(self, sigma: Array) -> Array:
+        """The time t [B] at which :meth:`scaled_std` equals ``sigma`` [B] (> 0)."""
+
     def sde(self, x: Array, t: Array) -> tuple[Array, Array]:
         """(drift f(x, t) [B, *event], diffusion g(t) [B]) of the forward SDE."""
         return per_example(self.drift_coeff(t), x) * x, self.diffusion_coeff(t)
@@ -222,10 +231,18 @@ class VESDE(SDE):
     def marginal_std(self, t: Array) -> Array:
         return self.sigma_min * jnp.exp(jnp.asarray(t) * self._log_ratio)
 
-    def discretize(self, x: Array, t: Array) -> tuple[Array, Array]:
+    def scaled_std_inverse(self, sigma: Array) -> Array:
+        return jnp.log(jnp.asarray(sigma) / self.sigma_min) / self._log_ratio
+
+    def discrete_sigmas(self, t: Array) -> tuple[Array, Array]:
+        """(σ_i, σ_{i−1}) [B] of the SMLD chain at the step i of ``t`` (σ_{−1} = 0)."""
         i, u = self._index(t)
         sigma = self.sigma_min * jnp.exp(u * self._log_ratio)
         prev_sigma = jnp.where(i == 0, 0.0, sigma * math.exp(-self._log_ratio / max(self.N - 1, 1)))
+        return sigma, prev_sigma
+
+    def discretize(self, x: Array, t: Array) -> tuple[Array, Array]:
+        sigma, prev_sigma = self.discrete_sigmas(t)
         return jnp.zeros_like(x), jnp.sqrt(sigma**2 - prev_sigma**2)
 
 
@@ -260,6 +277,19 @@ class _LinearBetaSDE(SDE):
         t = jnp.asarray(t)
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
+    def time_at_log_mean_coeff(self, m: Array) -> Array:
+        """The t ≥ 0 [B] with m(t) = ``m`` (≤ 0): the positive root of ¼Δβ t² + ½β_0 t + m = 0,
+        written as 2|m| / (½β_0 + sqrt(¼β_0² + Δβ|m|)) (no cancellation as m → 0)."""
+        a = -jnp.asarray(m)
+        half_b0 = 0.5 * self.beta_min
+        return 2 * a / (half_b0 + jnp.sqrt(half_b0**2 + (self.beta_max - self.beta_min) * a))
+
+    def discrete_beta(self, t: Array) -> Array:
+        """β_i [B] of the DDPM chain (Song et al. Eq. 10) at the step i of ``t``:
+        β_min/N + i (β_max − β_min)/(N (N − 1)) (score_sde's ``discrete_betas``)."""
+        _, u = self._index(t)
+        return (self.beta_min + u * (self.beta_max - self.beta_min)) / self.N
+
     def drift_coeff(self, t: Array) -> Array:
         return -0.5 * self.beta(t)
 
@@ -282,13 +312,23 @@ class VPSDE(_LinearBetaSDE):
     def marginal_std(self, t: Array) -> Array:
         return jnp.sqrt(-jnp.expm1(2 * self.log_mean_coeff(t)))
 
-    def discretize(self, x: Array, t: Array) -> tuple[Array, Array]:
+    def scaled_std(self, t: Array) -> Array:
+        """σ̃(t) = sqrt(e^{−2m(t)} − 1) (Karras et al. 2022, Table 1, VP)."""
+        return jnp.sqrt(jnp.expm1(-2 * self.log_mean_coeff(t)))
+
+    def scaled_std_inverse(self, sigma: Array) -> Array:
+        return self.time_at_log_mean_coeff(-0.5 * jnp.log1p(jnp.asarray(sigma) ** 2))
+
+    def check_ddpm_steps(self) -> None:
+        """``ValueError`` unless β_max < N, i.e. every β_i of the DDPM chain is < 1."""
         if self.beta_max >= self.N:
             raise ValueError(
                 f"the DDPM discretisation needs beta_max < N (steps β_i < 1); got beta_max = "
                 f"{self.beta_max}, N = {self.N}. Use more steps or an Euler–Maruyama step.")
-        _, u = self._index(t)
-        beta = (self.beta_min + u * (self.beta_max - self.beta_min)) / self.N
+
+    def discretize(self, x: Array, t: Array) -> tuple[Array, Array]:
+        self.check_ddpm_steps()
+        beta = self.discrete_beta(t)
         f = per_example(-beta / (1 + jnp.sqrt(1 - beta)), x) * x
         return f, jnp.sqrt(beta)
 
@@ -305,6 +345,13 @@ class subVPSDE(_LinearBetaSDE):
 
     def marginal_std(self, t: Array) -> Array:
         return -jnp.expm1(2 * self.log_mean_coeff(t))
+
+    def scaled_std(self, t: Array) -> Array:
+        """σ̃(t) = (1 − e^{2m}) / e^m = 2 sinh(−m(t))."""
+        return 2 * jnp.sinh(-self.log_mean_coeff(t))
+
+    def scaled_std_inverse(self, sigma: Array) -> Array:
+        return self.time_at_log_mean_coeff(-jnp.arcsinh(0.5 * jnp.asarray(sigma)))
 
 
 _SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}

@@ -7,62 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gaussian_oracle import Gaussian
 
 from sgm_jax.likelihood import (bits_per_dim, dequantization_offset, log_likelihood,
                                 uniform_dequantize)
 from sgm_jax.sde import VESDE, VPSDE
-
-
-class Gaussian:
-    """Data N(μ, Σ0) on a flattened event; every marginal is N(c μ, Σ_t = c² Σ0 + σ_t² I), whose
-    covariances share the eigenvectors U of Σ0, so the probability flow from t to T is the affine map
-    x ↦ c_T μ + U diag(sqrt(λ_T / λ_t)) Uᵀ (x − c_t μ)."""
-
-    def __init__(self, sde, event_shape, seed=0, isotropic=False):
-        rng = np.random.default_rng(seed)
-        dim = math.prod(event_shape)
-        self.sde, self.event_shape = sde, event_shape
-        self.mu = rng.normal(size=dim)
-        a = rng.normal(size=(dim, dim))
-        cov = 0.2 * np.eye(dim) if isotropic else a @ a.T / dim + 0.1 * np.eye(dim)
-        self.lam, self.u = np.linalg.eigh(cov)
-
-    def _coeffs(self, t):
-        t = jnp.asarray(t)
-        return self.sde.mean_coeff(t), self.sde.marginal_std(t)
-
-    def score(self, x, t):
-        c, std = self._coeffs(t)
-        flat = x.reshape(x.shape[0], -1)
-        u, lam, mu = (jnp.asarray(a, x.dtype) for a in (self.u, self.lam, self.mu))
-        diff = (flat - c[:, None] * mu) @ u
-        var = c[:, None] ** 2 * lam + std[:, None] ** 2
-        return (-(diff / var) @ u.T).reshape(x.shape)
-
-    def _np(self, t):
-        c, std = (float(v[0]) for v in self._coeffs(np.array([t], np.float64)))
-        return c, c**2 * self.lam + std**2
-
-    def log_density(self, flat, t):
-        c, var = self._np(t)
-        proj = (flat - c * self.mu) @ self.u
-        return -0.5 * np.sum(np.log(2 * np.pi * var) + proj**2 / var, axis=-1)
-
-    def expected(self, x, eps):
-        """(logp, z) of the exact flow: logp = prior_logp(z) + log p_eps(x) − log p_T(z)."""
-        flat = np.asarray(x, np.float64).reshape(x.shape[0], -1)
-        (c0, var0), (c1, var1) = self._np(eps), self._np(self.sde.T)
-        z = c1 * self.mu + (((flat - c0 * self.mu) @ self.u) * np.sqrt(var1 / var0)) @ self.u.T
-        var_prior = self.sde.prior_std**2
-        prior = -0.5 * (self.mu.size * np.log(2 * np.pi * var_prior) + np.sum(z**2, -1) / var_prior)
-        logp = prior + self.log_density(flat, eps) - self.log_density(z, self.sde.T)
-        return logp, z.reshape(x.shape)
-
-    def sample(self, seed, batch, dtype=jnp.float32):
-        """``batch`` points of the data distribution (NumPy: no PRNG kernels to compile)."""
-        normal = np.random.default_rng(seed).normal(size=(batch, self.mu.size))
-        flat = self.mu + (normal * np.sqrt(self.lam)) @ self.u.T
-        return jnp.asarray(flat.reshape((batch,) + self.event_shape), dtype)
 
 
 CASES = [(VESDE(), 2), (VPSDE(), 4)]

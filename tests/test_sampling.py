@@ -31,6 +31,7 @@ import pytest
 from jax.experimental import io_callback
 
 from sgm_jax import sampling
+from sgm_jax.sampling.pc import _langevin_alpha
 from sgm_jax.sde import VESDE, VPSDE, subVPSDE  # noqa: F401
 
 Z = 5.0
@@ -170,7 +171,7 @@ def test_langevin_alpha_is_the_discrete_chain_alpha(sde):
     """score_sde's corrector α_i: 1 − β_i of the DDPM chain, β = linspace(β_min/N, β_max/N, N)
     indexed by i = int(t (N − 1)/T) (VP; sub-VP by extension); 1 for VE."""
     t = np.concatenate([np.linspace(0.0, 1.0, 101), [0.123456, 0.999]]).astype(np.float32)
-    got = np.asarray(sampling._langevin_alpha(sde, jnp.asarray(t)))
+    got = np.asarray(_langevin_alpha(sde, jnp.asarray(t)))
     if isinstance(sde, VESDE):
         np.testing.assert_array_equal(got, 1.0)
         return
@@ -272,10 +273,11 @@ def _raises(match, fn, *args, **kwargs):
 
 def test_bad_names_raise_with_allowed_names():
     key, score = jax.random.PRNGKey(0), GaussianScore(VP)
-    _raises(r"sampler name must be one of \('pc', 'ode', 'reverse_sde', 'langevin', "
-            r"'annealed_langevin'\); got 'foo'", sampling.get_sampler, "foo")
-    _raises(r"predictor must be one of \('euler_maruyama', 'reverse_diffusion', 'none'\); "
-            r"got 'bad'",
+    _raises(r"sampler name must be one of \('pc', 'ode', 'reverse_sde', 'ddim', 'heun', "
+            r"'inpaint', 'colorize', 'dps', 'langevin', 'annealed_langevin'\); got 'foo'",
+            sampling.get_sampler, "foo")
+    _raises(r"predictor must be one of \('euler_maruyama', 'reverse_diffusion', 'ancestral', "
+            r"'none'\); got 'bad'",
             sampling.pc_sampler, VP, score, (4, 2), key, predictor="bad")
     _raises(r"corrector must be one of \('langevin', 'ald', 'none'\); got 'bad'",
             sampling.pc_sampler, VP, score, (4, 2), key, corrector="bad")
@@ -283,8 +285,8 @@ def test_bad_names_raise_with_allowed_names():
             sampling.ode_sampler, VP, score, (4, 2), key, solver="rk45")
     _raises(r"solver must be one of \('euler', 'heun'\); got 'shark'",
             sampling.reverse_sde_sampler, VP, score, (4, 2), key, solver="shark")
-    _raises(r"pc predictor must be one of .*'reverse_diffusion'.*got 'ancestral'",
-            sampling.get_sampler, "pc", sde=VP, predictor="ancestral")
+    _raises(r"pc predictor must be one of .*'reverse_diffusion'.*got 'ancestral_sampling'",
+            sampling.get_sampler, "pc", sde=VP, predictor="ancestral_sampling")
     _raises(r"unknown argument\(s\) \['snr'\] for sampler 'ode'", sampling.get_sampler, "ode",
             sde=VP, snr=0.1)
     _raises(r"needs argument\(s\) \['sde'\]", sampling.get_sampler, "pc")

@@ -48,13 +48,16 @@ def check_eps(sde: SDE, eps) -> None:
         raise ValueError(f"eps must lie in (0, T = {sde.T}); got {float(value)}.")
 
 
-def check_range(name: str, value, low: float, high: float) -> float:
-    """``value`` as a float in [low, high] (``high`` may be inf); ``ValueError`` otherwise."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not low <= number <= high:
+def check_range(name: str, value, low: float, high: float):
+    """``value`` checked to lie in [low, high] (``high`` may be inf) when it is concrete, and
+    returned as a float; a traced value is returned as it is (checked by its caller's caller)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in [{low}, {high}]; got {value!r}.")
+    concrete = concrete_value(value)
+    if concrete is None:
+        return value
+    number = float(concrete) if concrete.shape == () and concrete.dtype.kind in "iuf" else math.nan
+    if not low <= number <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}]; got {value!r}.")
     return number
 

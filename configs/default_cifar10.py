@@ -15,6 +15,8 @@ keep 1) and ``snapshot_freq`` (50,000, keep all) are ``training.snapshot_freq`` 
 
 import ml_collections
 
+from configs.default_sampling import add_sampling_fields
+
 
 def get_default_configs() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -111,6 +113,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.atol = 1e-5
     sampling.eps = 1e-5  # score_sde's sampling_eps for VE (1e-3 for VP / sub-VP)
     sampling.num_samples = 64  # --mode=sample (and the sample grid of --mode=eval)
+    add_sampling_fields(sampling)
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.checkpoint = -1  # -1 = the latest

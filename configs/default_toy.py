@@ -10,6 +10,8 @@ Scale note: this library's DSM is ½‖σ_t s + z‖² (DESIGN §3.2, score_sde)
 
 import ml_collections
 
+from configs.default_sampling import add_sampling_fields
+
 
 def get_default_configs() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -83,6 +85,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     sampling.corrector = "langevin"
     sampling.snr = 0.16
     sampling.n_steps = 1
+    add_sampling_fields(sampling)
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.num_points = 5000

@@ -220,10 +220,13 @@ MEANINGS = {
                         "score_sde's JAX code) or `num_updates` (min(rate, (1 + n)/(10 + n)), "
                         "score_sde_pytorch).",
     # sampling
-    "sampling.method": "The sampler: `ode` (probability-flow ODE, diffrax Dopri5), `pc` "
-                       "(predictor–corrector, `sde.num_scales` steps) or `reverse_sde` "
-                       "(Euler–Maruyama on the reverse SDE, `sde.num_scales` steps).",
-    "sampling.predictor": "PC predictor: `reverse_diffusion`, `euler_maruyama` or `none`.",
+    "sampling.method": "The sampler of `--mode=eval` and `--mode=sample`: `ode` (probability-flow "
+                       "ODE, diffrax Dopri5), `pc` (predictor–corrector, `sde.num_scales` steps), "
+                       "`reverse_sde` (Euler–Maruyama on the reverse SDE, `sde.num_scales` steps), "
+                       "`ddim` (DDIM on the SDE's kernel, `ddim_steps`, `eta`) or `heun` (Heun's "
+                       "second-order sampler on EDM's noise levels, `heun_steps`, NFE 2N − 1).",
+    "sampling.predictor": "PC predictor: `reverse_diffusion`, `euler_maruyama`, `ancestral` "
+                          "(score_sde's SMLD / DDPM ancestral step; VE and VP only) or `none`.",
     "sampling.corrector": "PC corrector: `langevin` (score_sde's, step size from `snr`), `ald` "
                           "(annealed Langevin dynamics) or `none`.",
     "sampling.snr": "Signal-to-noise ratio of the corrector's step (score_sde 0.16).",
@@ -234,6 +237,43 @@ MEANINGS = {
                     "`sampling_eps`: 1e-5 VE, 1e-3 VP / sub-VP); the toy NLL's ODE starts there.",
     "sampling.num_samples": "Samples `--mode=sample` draws (and the sample grid of an image "
                             "`--mode=eval`).",
+    "sampling.ddim_steps": "`ddim`: the number of steps N (NFE N), uniform in t from 1 to "
+                           "`sampling.eps`, then a last step to the clean level.",
+    "sampling.eta": "`ddim`: η of DDIM Eq. 16; 0 deterministic (the probability-flow ODE's "
+                    "DDIM step), 1 the ancestral step.",
+    "sampling.heun_steps": "`heun`: the number of noise levels N of Karras et al. 2022 Eq. 5 "
+                           "(NFE 2N − 1; EDM uses 18 on CIFAR-10).",
+    "sampling.rho": "`heun`: ρ of the noise levels σ_i = (σ_max^{1/ρ} + i/(N−1)(σ_min^{1/ρ} − "
+                    "σ_max^{1/ρ}))^ρ (EDM 7).",
+    "sampling.s_churn": "`heun`: EDM Algorithm 2's S_churn, the total noise added back over the "
+                        "steps; 0 = the deterministic Algorithm 1.",
+    "sampling.s_min": "`heun`: churn only at levels σ ≥ S_min.",
+    "sampling.s_max": "`heun`: churn only at levels σ ≤ S_max; at least `s_min`, inf allowed.",
+    "sampling.s_noise": "`heun`: S_noise, the std of the churn noise relative to its level (EDM "
+                        "1.007 on ImageNet, 1 here).",
+    "sampling.task": "What `--mode=sample` does: `generate` (unconditional samples of "
+                     "`sampling.method`), or complete the first `sampling.num_samples` test "
+                     "images: `inpaint` (PC imputation of `sampling.mask`), `colorize` (PC in "
+                     "score_sde's decoupled colour space; RGB data) or `dps` (diffusion posterior "
+                     "sampling of y = A(x) + n, A = `sampling.operator`). Images only.",
+    "sampling.mask": "The region to draw (inpainting; `dps` with `operator = mask`): "
+                     "`left_half`, `centre_square` (the ⌊H/2⌋ × ⌊W/2⌋ centre), `random` "
+                     "(`mask_fraction` of the pixels, drawn with `fold_in(PRNGKey(seed), 1)`) or "
+                     "`file` (`mask_file`).",
+    "sampling.mask_fraction": "`mask = random`: the fraction of the pixels drawn.",
+    "sampling.mask_file": "`mask = file`: a `.npy` or `.png` mask of the images' size, 1 "
+                          "(bright) = known; \"\" = none.",
+    "sampling.operator": "`dps`: the forward operator A: `mask` (`sampling.mask`), `pool` "
+                         "(k × k average pooling, super-resolution by k = `pool_factor`) or `blur` "
+                         "(Gaussian blur of std `blur_sigma`, border replicated).",
+    "sampling.pool_factor": "`operator = pool`: k; must divide the image size.",
+    "sampling.blur_sigma": "`operator = blur`: the blur's std in pixels (2⌈3σ⌉ + 1 taps).",
+    "sampling.noise_std": "`dps`: σ_y, the std of the simulated measurement noise n, in model "
+                          "space.",
+    "sampling.zeta": "`dps`: ζ′ of Chung et al. 2023 (ζ_i = ζ′ / ‖y − A(x̂₀)‖, the norm floored at "
+                     "σ_y √M).",
+    "sampling.dps_steps": "`dps`: the number of ancestral steps (NFE, each with one "
+                          "back-propagation through the score model).",
     # eval
     "eval.checkpoint": "The step of the checkpoint to evaluate or sample (a DLSM run: the "
                        "classifier's); −1 = the latest.",

@@ -84,11 +84,13 @@ def has(config, path: str) -> bool:
     return True
 
 
-def number(config, path: str, *, low=None, high=None, low_open=False, high_open=False) -> float:
-    """A finite real number within the given bounds (``low_open``/``high_open`` exclude them)."""
+def number(config, path: str, *, low=None, high=None, low_open=False, high_open=False,
+           infinite: bool = False) -> float:
+    """A finite real number within the given bounds (``low_open``/``high_open`` exclude them);
+    with ``infinite``, +inf is allowed too (NaN never is)."""
     value = _lookup(config, path)
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
-    ok = ok and math.isfinite(float(value))
+    ok = ok and (math.isfinite(float(value)) or (infinite and float(value) == math.inf))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -96,10 +98,12 @@ def number(config, path: str, *, low=None, high=None, low_open=False, high_open=
     lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
     hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
     bounds = " and ".join(s for s in (lo, hi) if s)
+    kind = "number (or inf)" if infinite else "finite number"
     if not ok:
-        raise ValueError(f"{path} must be a finite number{' ' + bounds if bounds else ''}; "
+        raise ValueError(f"{path} must be a {kind}{' ' + bounds if bounds else ''}; "
                          f"got {value!r}.")
-    record(path, f"number {bounds}" if bounds else "any finite number")
+    shown = "number (or inf)" if infinite else "number"
+    record(path, f"{shown} {bounds}" if bounds else f"any {kind}")
     return float(value)
 
 

@@ -33,19 +33,18 @@ import optax
 from sgm_jax import config_fields as cf
 from sgm_jax import config_sections as sections
 from sgm_jax import data as data_lib
-from sgm_jax import models, sampling
+from sgm_jax import models
 from sgm_jax import sde as sde_lib
 from sgm_jax import sde_loss
 from sgm_jax.config_sections import TrainingOptions, sde_from_config
 from sgm_jax.ema import EMA_WARMUPS
 from sgm_jax.parallel import check_batch_divisible
+from sgm_jax.sampling_builder import SamplingTask, sampler_from_config, task_from_config
 from sgm_jax.types import Array, ScoreModel
 
 __all__ = ["Experiment", "ImageEvalOptions", "ToyEvalOptions", "TrainingOptions",
            "build_experiment", "run_keys", "sde_from_config"]
 
-#: The samplers whose arguments the config carries.
-SAMPLING_METHODS = ("ode", "pc", "reverse_sde")
 EVAL_SEED_OFFSET = 10_000
 
 
@@ -107,7 +106,8 @@ class Experiment:
     (the QC weight × k) on every k-th step and ``lazy_loss_fn`` (no QC term) on the others
     (:meth:`step_losses`). ``sampler(score_model, shape, key) -> (samples, nfe)``;
     ``num_samples`` is the number ``--mode=sample`` draws (``sampling.num_samples``, also the
-    image evaluation's sample grid).
+    image evaluation's sample grid); ``task`` the conditional task of ``--mode=sample``
+    (``sampling.task``; None: unconditional samples).
     """
 
     name: str
@@ -128,6 +128,7 @@ class Experiment:
     sampler: Callable
     sampler_settings: dict
     num_samples: int
+    task: SamplingTask | None
     training: TrainingOptions
     evaluation: ToyEvalOptions | ImageEvalOptions
 
@@ -251,23 +252,6 @@ def _losses(sde, options: dict, points, qc_every: int, num_devices: int
         return loss_fn, build(qc_weight * qc_every), build(0.0)
     return loss_fn, loss_fn, None
 
-def _sampler(config, sde) -> tuple[Callable, dict, dict]:
-    """The sampler of ``sampling.method``, its settings and the ODE tolerances
-    (``sampling.rtol``, ``atol``, ``eps``; the toy likelihood uses them too); the fields of
-    every method are checked."""
-    method = cf.choice(config, "sampling.method", SAMPLING_METHODS)
-    eps = cf.number(config, "sampling.eps", low=0, high=sde.T, low_open=True, high_open=True)
-    ode = dict(rtol=cf.number(config, "sampling.rtol", low=0, low_open=True),
-               atol=cf.number(config, "sampling.atol", low=0, low_open=True))
-    # snr < 1: the Langevin corrector's stationary variance grows as 1/(1 − snr²)
-    pc = dict(predictor=cf.choice(config, "sampling.predictor", sampling.PREDICTORS),
-              corrector=cf.choice(config, "sampling.corrector", sampling.CORRECTORS),
-              snr=cf.number(config, "sampling.snr", low=0, high=1, low_open=True, high_open=True),
-              n_steps=cf.integer(config, "sampling.n_steps", 1))
-    arguments = {"ode": ode, "pc": pc, "reverse_sde": {}}[method]
-    return (sampling.get_sampler(method, sde=sde, eps=eps, **arguments),
-            {"method": method, "eps": eps, **arguments}, {**ode, "eps": eps})
-
 
 def _toy_evaluation(config, tolerances: dict) -> ToyEvalOptions:
     return ToyEvalOptions(
@@ -329,7 +313,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     optimizer, lr = sections.optimizer(config)
     ema_rate = cf.number(config, "optim.ema_rate", low=0, high=1)
     ema_warmup = cf.choice(config, "optim.ema_warmup", EMA_WARMUPS)
-    sampler, sampler_settings, tolerances = _sampler(config, sde)
+    sampler, sampler_settings, tolerances = sampler_from_config(config, sde)
     training = sections.training(config, lr, cf.integer(config, "training.qc_every", 1))
     num_devices = jax.device_count() if num_devices is None else num_devices
     check_batch_divisible(training.batch_size, num_devices)
@@ -338,6 +322,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
                   else _image_evaluation(config, sde))
     loss_options = _loss_options(config, sde)
     data = sections.data_source(config, run_keys(seed), training.batch_size)
+    task = task_from_config(config, sde, data.event_shape, seed)
     esm_target = data.points if is_toy and loss_options["objective"] == "esm" else None
     loss_fn, qc_loss_fn, lazy_loss_fn = _losses(sde, loss_options, esm_target,
                                                 training.qc_every, num_devices)
@@ -350,5 +335,5 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
         ema_warmup=ema_warmup, loss_settings=loss_options, loss_fn=loss_fn,
         qc_loss_fn=qc_loss_fn, lazy_loss_fn=lazy_loss_fn, sampler=sampler,
         sampler_settings=sampler_settings,
-        num_samples=cf.integer(config, "sampling.num_samples", 1), training=training,
+        num_samples=cf.integer(config, "sampling.num_samples", 1), task=task, training=training,
         evaluation=evaluation)

@@ -12,8 +12,12 @@ DLSM classifier                   :mod:`.conditional_toy` :mod:`.conditional_ima
 (``ClassifierExperiment``)        (poster Fig. 1)         (class-wise PRDC, CAS)
 ================================  ======================  ==================================
 
+``--mode=sample`` with a conditional task (``sampling.task``: inpainting, colorization, DPS;
+images only) runs :mod:`.tasks` instead of the suite's unconditional samples.
+
     results = evaluate(experiment, workdir)     # the JSON's contents; a table is printed
     path = sample(experiment, workdir)          # WORKDIR/samples/samples_step_<step>.{npz,png}
+                                                # (a task: WORKDIR/samples/<task>_step_<step>.*)
 
 Resumable units of work (:mod:`.store`) make a killed evaluation restart where it stopped.
 """
@@ -24,7 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sgm_jax.classifier_experiment import ClassifierExperiment
-from sgm_jax.evaluate import conditional_images, conditional_toy, images, toy
+from sgm_jax.evaluate import conditional_images, conditional_toy, images, tasks, toy
 
 if TYPE_CHECKING:
     from sgm_jax.experiment import Experiment
@@ -53,7 +57,10 @@ def evaluate(experiment: Experiment | ClassifierExperiment, workdir: str) -> dic
 
 
 def sample(experiment: Experiment | ClassifierExperiment, workdir: str) -> str:
-    """Draw samples of the configured checkpoint; returns the ``.npz`` written."""
+    """Draw samples of the configured checkpoint, or run the score model's conditional task
+    (``sampling.task``, :mod:`.tasks`); returns the ``.npz`` written."""
+    if not isinstance(experiment, ClassifierExperiment) and experiment.task is not None:
+        return tasks.sample(experiment, workdir)
     return suite(experiment).sample(experiment, workdir)
 
 

@@ -59,6 +59,7 @@ from sgm_jax.metrics import (asym, feature_statistics, frechet_distance, incepti
 from sgm_jax.pth import file_sha256
 from sgm_jax.evaluate.results import write_results
 from sgm_jax.evaluate.store import Progress, ShardStore
+from sgm_jax.sampling import check_finite_samples
 
 if TYPE_CHECKING:
     from sgm_jax.experiment import Experiment
@@ -124,7 +125,9 @@ class BatchSampler:
                              f"got shape {labels.shape}.")
         x_T = self.prior(jax.random.fold_in(key, 0))
         samples, nfe = self.run(self.params, jax.random.fold_in(key, 1), x_T, labels)
-        return to_uint8(self.experiment, host_array(samples)), int(nfe)
+        samples = host_array(samples)
+        check_finite_samples(self.experiment.sampler_method, samples)
+        return to_uint8(self.experiment, samples), int(nfe)
 
 
 # --------------------------------------------------------------------------- Inception features

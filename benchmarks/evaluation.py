@@ -59,8 +59,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -68,7 +67,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.timing import compare, format_table, image_data, write_json  # noqa: E402
+from benchmarks.timing import (BatchPath, CompileEvents, compare, forward_step,  # noqa: E402
+                               format_table, image_data, overhead_share, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import Experiment, build_experiment  # noqa: E402
 from sgm_jax.evaluate.images import BatchSampler, bpd_batch_fn  # noqa: E402
@@ -79,49 +79,10 @@ FORWARD, JVP = "forward", "forward + JVP"
 PC, ODE, BPD, INCEPTION = "PC", "ODE", "BPD", "Inception"
 REFERENCE_STEPS = 1000  # score_sde's N for CIFAR-10
 WARMUP = 2  # batch 0 compiles; batch 1 must not
-#: JAX's monitoring events (``jax._src.dispatch``) of one XLA compilation and one trace to a jaxpr.
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 QUICK = dict(nf=16, num_res_blocks=1, batch=2, pc_steps=4, rounds=3, repeats=5,
              forward_passes=8, inception_images=10, inception_batch=10)
 FULL = dict(nf=128, num_res_blocks=None, batch=4, pc_steps=20, rounds=3, repeats=1,
             forward_passes=5, inception_images=100, inception_batch=50)
-
-
-class _Events:
-    """Counts JAX's compilations and traces (and the compilations' seconds) as they happen."""
-
-    def __init__(self):
-        self.compiles, self.traces, self.compile_seconds = 0, 0, 0.0
-        jax.monitoring.register_event_duration_secs_listener(self._record)
-
-    def _record(self, event: str, duration: float, **kwargs) -> None:
-        if event == COMPILE_EVENT:
-            self.compiles += 1
-            self.compile_seconds += duration
-        elif event == TRACE_EVENT:
-            self.traces += 1
-
-    def snapshot(self) -> tuple[int, int, float]:
-        return self.compiles, self.traces, self.compile_seconds
-
-
-class _Path:
-    """One evaluation path as a zero-argument step for ``compare``: call i runs batch i of
-    ``run_batch(i) -> (outputs, nfe)`` and records its wall time, NFE and the compilations and
-    traces it caused."""
-
-    def __init__(self, run_batch: Callable[[int], tuple[Any, int]], events: _Events):
-        self.run_batch, self.events, self.records = run_batch, events, []
-
-    def __call__(self):
-        before, start = self.events.snapshot(), time.perf_counter()
-        outputs, nfe = self.run_batch(len(self.records))
-        wall = time.perf_counter() - start
-        compiles, traces, seconds = (a - b for a, b in zip(self.events.snapshot(), before))
-        self.records.append(dict(wall_s=wall, nfe=nfe, compiles=compiles, traces=traces,
-                                 compile_s=seconds))
-        return outputs
 
 
 def _config(args, **overrides):
@@ -140,37 +101,6 @@ def _config(args, **overrides):
         section, field = path.split(".")
         config[section][field] = value
     return config
-
-
-def _forward_step(experiment: Experiment, params, mesh, batch: int, passes: int,
-                  jvp: bool) -> Callable:
-    """``passes`` score-model passes (each with one JVP when ``jvp``) in one jitted loop, each
-    on the previous one's output (x ← x + 10⁻³ s, so none can be skipped), from prior draws at
-    t = 0.5: the network's cost inside a compiled loop, as in the samplers, without dispatch."""
-    shape = (batch, *experiment.event_shape)
-    x = parallel.shard_batch(np.asarray(experiment.sde.prior_sampling(jax.random.PRNGKey(1),
-                                                                      shape)), mesh)
-    t = parallel.shard_batch(np.full((batch,), 0.5, np.float32), mesh)
-    v = parallel.shard_batch(np.ones(shape, np.float32), mesh)
-
-    def loop(p, x, t, v):
-        score = experiment.score_model(p)
-
-        def body(_, y):
-            if jvp:
-                s, jv = jax.jvp(lambda z: score(z, t), (y,), (v,))
-                return y + 1e-3 * (s + jv)
-            return y + 1e-3 * score(y, t)
-
-        return jax.lax.fori_loop(0, passes, body, x)
-
-    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
-    run = jax.jit(loop, in_shardings=(repl, shard, shard, shard), out_shardings=shard)
-
-    def run_batch(i):
-        return jax.device_get(run(params, x, t, v)), passes
-
-    return run_batch
 
 
 def _sampler_step(experiment: Experiment, params, mesh, batch: int, key) -> Callable:
@@ -208,21 +138,7 @@ def _inception_step(weights: str, experiment: Experiment, count: int, batch: int
     return run_batch
 
 
-def _share(result: dict, path: _Path, name: str, unit: str, passes: int) -> dict:
-    """The overhead share 1 − NFE × (one pass of ``unit``) / wall of each round, both times from
-    that round (median, min, max over rounds)."""
-    repeats = result["repeats"]
-    walls = result["steps"][name]["round_ms"]
-    units = [ms / passes for ms in result["steps"][unit]["round_ms"]]
-    timed = path.records[WARMUP:]
-    nfes = [statistics.median(r["nfe"] for r in timed[i * repeats:(i + 1) * repeats])
-            for i in range(len(walls))]
-    shares = [1.0 - n * u / w for n, u, w in zip(nfes, units, walls)]
-    return dict(overhead_share=statistics.median(shares), overhead_share_min=min(shares),
-                overhead_share_max=max(shares), overhead_unit=unit)
-
-
-def _summarise(result: dict, steps: dict[str, _Path], args) -> dict[str, str]:
+def _summarise(result: dict, steps: dict[str, BatchPath], args) -> dict[str, str]:
     """Complete each row of ``compare``'s result (NFE, throughput, first and second batch,
     overhead share, PC at N = 1000); returns the notes column of the table."""
     notes = {}
@@ -247,7 +163,7 @@ def _summarise(result: dict, steps: dict[str, _Path], args) -> dict[str, str]:
                        forward_passes=row["ratio_median"] * args.forward_passes,
                        forward_passes_min=row["ratio_min"] * args.forward_passes,
                        forward_passes_max=row["ratio_max"] * args.forward_passes,
-                       **_share(result, path, name, unit, args.forward_passes))
+                       **overhead_share(result, path, name, unit, args.forward_passes, WARMUP))
         if name == PC:
             scale = REFERENCE_STEPS / args.pc_steps
             row.update(pc_steps=args.pc_steps, nfe_at_n1000=nfe * scale,
@@ -297,7 +213,7 @@ def _markdown(result: dict, args) -> str:
     return "\n".join(lines)
 
 
-def benchmark(args, events: _Events, weights: str) -> dict:
+def benchmark(args, events: CompileEvents, weights: str) -> dict:
     """Build the paths, time them interleaved, print the tables; returns the result dict."""
     mesh = parallel.data_mesh()
     pc_experiment = build_experiment(_config(args, **{"sampling.method": "pc",
@@ -311,15 +227,15 @@ def benchmark(args, events: _Events, weights: str) -> dict:
     params = parallel.replicate(experiment.init_params(jax.random.PRNGKey(0)), mesh)
     key, batch, passes = experiment.eval_key(), args.batch, args.forward_passes
     runs = {
-        FORWARD: _forward_step(experiment, params, mesh, batch, passes, jvp=False),
-        JVP: _forward_step(experiment, params, mesh, batch, passes, jvp=True),
+        FORWARD: forward_step(experiment, params, mesh, batch, passes, "forward"),
+        JVP: forward_step(experiment, params, mesh, batch, passes, "jvp"),
         PC: _sampler_step(pc_experiment, params, mesh, batch, key),
         ODE: _sampler_step(experiment, params, mesh, batch, key),
         BPD: _bpd_step(experiment, params, mesh, batch, key),
         INCEPTION: _inception_step(weights, experiment, args.inception_images,
                                    args.inception_batch),
     }
-    steps = {name: _Path(run, events) for name, run in runs.items()}
+    steps = {name: BatchPath(run, events) for name, run in runs.items()}
     result = compare(steps, FORWARD, rounds=args.rounds, repeats=args.repeats, warmup=WARMUP)
     notes = _summarise(result, steps, args)
     device = f"{jax.devices()[0].platform} × {jax.device_count()}"
@@ -370,7 +286,7 @@ def main(argv=None) -> None:
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "
                              f"{getattr(args, field)}.")
-    events = _Events()
+    events = CompileEvents()
     with contextlib.ExitStack() as stack:
         stack.enter_context(image_data(args.mock_data, args.batch))
         weights = args.inception_weights

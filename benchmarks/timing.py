@@ -247,6 +247,104 @@ def compare_runners(runners: Mapping[str, TrainStepRunner], baseline: str, **kwa
     return result
 
 
+#: JAX's monitoring events (``jax._src.dispatch``) of one XLA compilation and one trace to a jaxpr.
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+#: What one pass of :func:`forward_step` computes: the score, its JVP with one probe, its VJP.
+PASSES = ("forward", "jvp", "vjp")
+
+
+class CompileEvents:
+    """Counts JAX's compilations and traces (and the compilations' seconds) as they happen."""
+
+    def __init__(self):
+        self.compiles, self.traces, self.compile_seconds = 0, 0, 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event: str, duration: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            self.compiles += 1
+            self.compile_seconds += duration
+        elif event == TRACE_EVENT:
+            self.traces += 1
+
+    def snapshot(self) -> tuple[int, int, float]:
+        return self.compiles, self.traces, self.compile_seconds
+
+
+class BatchPath:
+    """One path (a sampler, a metric) as a zero-argument step for :func:`compare`: call i runs
+    batch i of ``run_batch(i) -> (outputs, nfe)`` and records its wall time, NFE and the
+    compilations and traces it caused."""
+
+    def __init__(self, run_batch: Callable[[int], tuple[Any, int]], events: CompileEvents):
+        self.run_batch, self.events, self.records = run_batch, events, []
+
+    def __call__(self):
+        before, start = self.events.snapshot(), time.perf_counter()
+        outputs, nfe = self.run_batch(len(self.records))
+        wall = time.perf_counter() - start
+        compiles, traces, seconds = (a - b for a, b in zip(self.events.snapshot(), before))
+        self.records.append(dict(wall_s=wall, nfe=nfe, compiles=compiles, traces=traces,
+                                 compile_s=seconds))
+        return outputs
+
+
+def forward_step(experiment: Experiment, params, mesh: Mesh, batch: int, passes: int,
+                 kind: str = "forward") -> Callable[[int], tuple[Any, int]]:
+    """``run_batch(i)`` of ``passes`` score-model passes in one jitted loop, each on the previous
+    one's output (x ← x + 10⁻³ ·, so none can be skipped), from prior draws at t = 0.5: the
+    network's cost inside a compiled loop, as in the samplers, without dispatch. ``kind``
+    (:data:`PASSES`): the score alone, with one JVP (the likelihood's unit) or with one VJP
+    (DPS's unit: the gradient through the score model)."""
+    if kind not in PASSES:
+        raise ValueError(f"kind must be one of {PASSES}; got {kind!r}.")
+    shape = (batch, *experiment.event_shape)
+    x = parallel.shard_batch(np.asarray(experiment.sde.prior_sampling(jax.random.PRNGKey(1),
+                                                                      shape)), mesh)
+    t = parallel.shard_batch(np.full((batch,), 0.5, np.float32), mesh)
+    v = parallel.shard_batch(np.ones(shape, np.float32), mesh)
+
+    def loop(p, x, t, v):
+        score = experiment.score_model(p)
+
+        def body(_, y):
+            if kind == "jvp":
+                s, jv = jax.jvp(lambda z: score(z, t), (y,), (v,))
+                return y + 1e-3 * (s + jv)
+            if kind == "vjp":
+                s, pullback = jax.vjp(lambda z: score(z, t), y)
+                return y + 1e-3 * (s + pullback(v)[0])
+            return y + 1e-3 * score(y, t)
+
+        return jax.lax.fori_loop(0, passes, body, x)
+
+    repl, shard = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+    run = jax.jit(loop, in_shardings=(repl, shard, shard, shard), out_shardings=shard)
+
+    def run_batch(i):
+        return jax.device_get(run(params, x, t, v)), passes
+
+    return run_batch
+
+
+def overhead_share(result: dict, path: BatchPath, name: str, unit: str, passes: int,
+                   warmup: int) -> dict:
+    """The overhead share 1 − NFE × (one pass of ``unit``) / wall of each round of
+    :func:`compare`'s ``result`` (``unit`` a :func:`forward_step` of ``passes`` passes; the first
+    ``warmup`` records of ``path`` are the warm-up), both times from that round: median, min and
+    max over rounds."""
+    repeats = result["repeats"]
+    walls = result["steps"][name]["round_ms"]
+    units = [ms / passes for ms in result["steps"][unit]["round_ms"]]
+    timed = path.records[warmup:]
+    nfes = [statistics.median(r["nfe"] for r in timed[i * repeats:(i + 1) * repeats])
+            for i in range(len(walls))]
+    shares = [1.0 - n * u / w for n, u, w in zip(nfes, units, walls)]
+    return dict(overhead_share=statistics.median(shares), overhead_share_min=min(shares),
+                overhead_share_max=max(shares), overhead_unit=unit)
+
+
 def format_table(result: dict, title: str, notes: Mapping[str, str] | None = None) -> str:
     """A plain-text table of :func:`compare`'s result: step, median wall ms, × baseline (median of
     the per-round ratios) and its range, then the same for the CPU time, and the FLOP ratio where

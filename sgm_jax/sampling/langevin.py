@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from sgm_jax._batch import batch_times
 from sgm_jax._validation import check_positive, check_positive_int
-from sgm_jax.sampling._common import check_shape, finish
+from sgm_jax.sampling._common import Array, check_shape, finish
 
 
 def _langevin_chain(score_at, x0, key, alphas, conds, noise, return_trajectory):

@@ -13,8 +13,9 @@ All paths are timed interleaved round by round with two units (``benchmarks/timi
 ``compare``, ``forward_step``): ``--forward-passes`` score-model passes in one jitted loop, and
 as many passes with one VJP each (DPS's unit: its guidance back-propagates through the model).
 Reported per sampler: NFE per batch, seconds per batch and per sample, and the **overhead share**
-(wall − NFE × one unit) / wall, per round from times measured within that round (median and range
-over rounds; the unit is the forward pass, the VJP pass for DPS). It is what the network's
+(time − NFE × one unit) / time, per round from times measured within that round (median and range
+over rounds; the unit is the forward pass, the VJP pass for DPS), in wall time and in the
+process's CPU time (the steadier one on a shared machine). It is what the network's
 passes do not explain: the sampler's arithmetic and loop, the prior draw, dispatch, the host
 round trip and the uint8 conversion. The first two batches of every path are the warm-up; the
 compilations and traces of the second are reported, and must be 0 (a new batch of inputs
@@ -124,25 +125,29 @@ def benchmark(args, events: CompileEvents) -> dict:
                    usual_nfe=_nfe_at(name, usual),
                    seconds_per_sample_usual=seconds / args.batch
                    * _nfe_at(name, usual) / nfe,
-                   **overhead_share(result, path, name, unit, args.forward_passes, WARMUP))
+                   **overhead_share(result, path, name, unit, args.forward_passes, WARMUP),
+                   **overhead_share(result, path, name, unit, args.forward_passes, WARMUP,
+                                    "cpu_"))
     return result
 
 
 def markdown(result: dict, args) -> str:
-    lines = ["| sampler | steps | NFE / batch | s / batch | s / sample | overhead share "
-             "(range) | usual NFE: s / sample | batch 1 compiles, traces |", "|---" * 8 + "|"]
+    lines = ["| sampler | steps | NFE / batch | s / batch | s / sample | overhead share, wall "
+             "(range) | overhead share, CPU (range) | usual NFE: s / sample | batch 1 compiles, "
+             "traces |", "|---" * 9 + "|"]
     for name, row in result["steps"].items():
         warm = f"{row['second_batch_compiles']}, {row['second_batch_traces']}"
         if name in (FORWARD, VJP):
             lines.append(f"| one {name} pass | | 1 | {row['ms_per_pass'] / 1e3:.3g} | "
-                         f"{row['ms_per_pass'] / 1e3 / args.batch:.3g} | | | {warm} |")
+                         f"{row['ms_per_pass'] / 1e3 / args.batch:.3g} | | | | {warm} |")
             continue
+        shares = " | ".join(
+            f"{100 * row[c + 'overhead_share']:.1f} % ({100 * row[c + 'overhead_share_min']:.1f} "
+            f"to {100 * row[c + 'overhead_share_max']:.1f})" for c in ("", "cpu_"))
         lines.append(
             f"| {name} | {args.steps} | {row['nfe']:g} | {row['seconds_per_batch']:.3g} "
-            f"| {row['seconds_per_sample']:.3g} | {100 * row['overhead_share']:.1f} % "
-            f"({100 * row['overhead_share_min']:.1f} to {100 * row['overhead_share_max']:.1f}) "
-            f"vs {row['overhead_unit']} | {row['usual_nfe']:g}: "
-            f"{row['seconds_per_sample_usual']:.3g} | {warm} |")
+            f"| {row['seconds_per_sample']:.3g} | {shares} vs {row['overhead_unit']} "
+            f"| {row['usual_nfe']:g}: {row['seconds_per_sample_usual']:.3g} | {warm} |")
     return "\n".join(lines)
 
 

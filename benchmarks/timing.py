@@ -329,20 +329,22 @@ def forward_step(experiment: Experiment, params, mesh: Mesh, batch: int, passes:
 
 
 def overhead_share(result: dict, path: BatchPath, name: str, unit: str, passes: int,
-                   warmup: int) -> dict:
-    """The overhead share 1 − NFE × (one pass of ``unit``) / wall of each round of
+                   warmup: int, clock: str = "") -> dict:
+    """The overhead share 1 − NFE × (one pass of ``unit``) / time of each round of
     :func:`compare`'s ``result`` (``unit`` a :func:`forward_step` of ``passes`` passes; the first
     ``warmup`` records of ``path`` are the warm-up), both times from that round: median, min and
-    max over rounds."""
+    max over rounds, as ``{clock}overhead_share``…; ``clock`` "" for the wall time, "cpu_" for
+    the process CPU time."""
     repeats = result["repeats"]
-    walls = result["steps"][name]["round_ms"]
-    units = [ms / passes for ms in result["steps"][unit]["round_ms"]]
+    walls = result["steps"][name][f"{clock}round_ms"]
+    units = [ms / passes for ms in result["steps"][unit][f"{clock}round_ms"]]
     timed = path.records[warmup:]
     nfes = [statistics.median(r["nfe"] for r in timed[i * repeats:(i + 1) * repeats])
             for i in range(len(walls))]
     shares = [1.0 - n * u / w for n, u, w in zip(nfes, units, walls)]
-    return dict(overhead_share=statistics.median(shares), overhead_share_min=min(shares),
-                overhead_share_max=max(shares), overhead_unit=unit)
+    return {f"{clock}overhead_share": statistics.median(shares),
+            f"{clock}overhead_share_min": min(shares), f"{clock}overhead_share_max": max(shares),
+            "overhead_unit": unit}
 
 
 def format_table(result: dict, title: str, notes: Mapping[str, str] | None = None) -> str:

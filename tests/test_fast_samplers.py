@@ -3,15 +3,16 @@
 Data N(μ, Σ0) with a non-diagonal Σ0 (``gaussian_oracle.Gaussian``, D = 4): the score of every
 noise level is exact, so what remains is each sampler's own error, measured two ways.
 
-* Deterministic samplers (DDIM η = 0, Heun without churn) are affine maps of x_T. Their ideal
-  counterpart is the exact probability flow of the scaled variable from σ̃(T) to σ̃(eps) followed
-  by the exact last step to the clean level, the denoiser D(·; σ̃(eps)) (``Gaussian.ideal_map``).
-  The distance to it at N and 2N steps gives the order of the method (float64): DDIM is Euler in
-  σ̃ (order 1), Heun order 2. The moments of samples from the prior are then checked against the
-  ideal map's output law within Z standard errors (sample count) plus the measured pointwise
-  discretisation error e_N, the largest |sampler(x_T) − ideal(x_T)| over 64 prior draws: the
-  error δ is affine in x_T, so it moves the mean by at most e_N and a covariance entry C_jk by at
-  most e_N (sd_j + sd_k) + e_N².
+* Deterministic samplers (DDIM η = 0, Heun without churn) are affine maps of x_T. In float64
+  they must equal their steps written out in NumPy (``_reference``). Their ideal counterpart is
+  the exact probability flow of the scaled variable from σ̃(T) to σ̃(eps) followed by the exact
+  last step to the clean level, the denoiser D(·; σ̃(eps)) (``Gaussian.ideal_map``); the
+  distance to it at N and 2N steps gives the order of the method: DDIM is Euler in σ̃ (order 1),
+  Heun order 2. The moments of samples from the prior are then checked against the ideal map's
+  output law within Z standard errors (sample count) plus the method's discretisation error e_N,
+  the largest |reference(x_T) − ideal(x_T)| over 64 prior draws: the error δ is affine in x_T,
+  so it moves the mean by at most e_N and a covariance entry C_jk by at most
+  e_N (sd_j + sd_k) + e_N².
 * Stochastic chains (ancestral VE / VP, DDIM η = 1) are linear with Gaussian noise for a Gaussian
   score, so the exact law of the discretised chain follows from propagating mean and covariance in
   float64 (``_chain_law``, the steps written out from the papers' formulas). Samples must match
@@ -44,43 +45,89 @@ EPS = {"ve": 1e-5, "vp": 1e-3, "subvp": 1e-3}
 def _ideal(g, sde, x_T):
     """The ideal deterministic sampler's output for x_T (float64) and its (K, b, c_T)."""
     sigma_min, sigma_max = sigma_range(sde)
-    c_T = float(sde.mean_coeff(np.ones(1))[0])
+    with jax.enable_x64(True):
+        c_T = float(sde.mean_coeff(np.ones(1))[0])
     k, b = g.ideal_map(sigma_max, sigma_min)
     return np.asarray(x_T, np.float64).reshape(len(x_T), -1) / c_T @ k.T + b, (k, b, c_T)
 
 
-def _pointwise_error(name, sde, g, num_steps, **kwargs):
-    """max |sampler(x_T) − ideal(x_T)| over 64 prior points, in float64."""
+def _reference(name, sde, g, x_T, num_steps):
+    """The sampler written out in float64 NumPy for the Gaussian: both are Euler (DDIM) or Heun
+    steps of dx̃/dσ = (x̃ − D(x̃; σ))/σ = σ (Σ0 + σ²)⁻¹ (x̃ − μ) in x̃ = x / c (EDM §3; DDIM Eq. 12
+    in x̃ is x̃_u = x̃_t + (σ̃_u − σ̃_t) ε̂), DDIM on the σ̃ of the grid linspace(1, eps, N),
+    Heun on EDM's levels, each ending at σ = 0."""
+    slope = lambda x, s: s * (x - g.mu) @ g.u @ np.diag(1 / (g.lam + s**2)) @ g.u.T  # noqa: E731
+    if name == "heun":
+        sigmas = edm_sigmas(*sigma_range(sde), num_steps)
+    else:
+        with jax.enable_x64(True):  # the grid as the sampler computes it in float64
+            ts = np.asarray(jnp.linspace(1.0, EPS[_kind(sde)], num_steps))
+            sigmas = np.append([math.sqrt(v[0] - c**2 * g.lam[0]) / c
+                                for c, v in map(g._np, ts)], 0)
+    x = np.asarray(x_T, np.float64).reshape(len(x_T), -1) / _ideal(g, sde, x_T)[1][2]
+    for i, (s, s_next) in enumerate(zip(sigmas, sigmas[1:])):
+        d = slope(x, s)
+        x_next = x + (s_next - s) * d
+        if name == "heun" and s_next > 0:
+            x_next = x + (s_next - s) * (d + slope(x_next, s_next)) / 2
+        x = x_next
+    return x
+
+
+def _kind(sde):
+    return next(k for k, v in SDES.items() if v is sde)
+
+
+def _run(name, sde, g, num_steps, x_T):
+    """The library's sampler in float64 on x_T."""
     with jax.enable_x64(True):
-        x_T = sde.prior_sampling(jax.random.PRNGKey(0), (64, 4), jnp.float64)
-        run = jax.jit(lambda x: sampling.get_sampler(name, sde=sde, num_steps=num_steps, **kwargs)(
-            g.score, (64, 4), jax.random.PRNGKey(1), x)[0])
-        out = np.asarray(run(x_T))
-    return float(np.max(np.abs(out - _ideal(g, sde, x_T)[0])))
+        run = jax.jit(lambda x: sampling.get_sampler(name, sde=sde, num_steps=num_steps)(
+            g.score, x.shape, jax.random.PRNGKey(1), x)[0])
+        return np.asarray(run(jnp.asarray(x_T, jnp.float64))).reshape(len(x_T), -1)
+
+
+def _prior_points(sde):
+    return np.asarray(sde.prior_sampling(jax.random.PRNGKey(0), (64, 4)), np.float64)
+
+
+@pytest.mark.parametrize("name,steps", [("ddim", 10), ("heun", 6)])
+@pytest.mark.parametrize("kind", ["ve", "vp", "subvp"])
+def test_deterministic_sampler_is_its_discretisation(name, steps, kind):
+    """In float64 the library's DDIM (η = 0) and Heun give the steps written out in
+    ``_reference`` to 1e-9 relative. Catches any change of the update: a Heun step without its
+    correction, x_T not scaled by 1/c_T, a wrong x̂_0, a noise term at η = 0, another σ grid."""
+    sde, g = SDES[kind], Gaussian(SDES[kind], (4,), seed=3)
+    x_T = _prior_points(sde)
+    np.testing.assert_allclose(_run(name, sde, g, steps, x_T),
+                               _reference(name, sde, g, x_T, steps), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name,order,steps", [("ddim", 1, 10), ("heun", 2, 20)])
 @pytest.mark.parametrize("kind", ["ve", "vp", pytest.param("subvp", marks=pytest.mark.slow)])
 def test_deterministic_sampler_converges_at_its_order(name, order, steps, kind):
-    """log2(e_N / e_2N) rounds to the method's order: it lies in (order − ½, order + ½) (order 1
-    gives 1, order 2 gives 2, order 3 would give 3; measured 1.00–1.02 and 2.13–2.28). Catches a
-    Heun step without its correction (order 1), a wrong x̂_0 or σ̃(t) map (an error that does not
-    fall), and the wrong σ grid (the order breaks down)."""
+    """The distance e_N = max |sampler(x_T) − ideal(x_T)| over 64 prior draws: log2(e_N / e_2N)
+    rounds to the method's order, i.e. lies in (order − ½, order + ½) (measured 1.00–1.02 and
+    2.13–2.28). Catches a Heun step without its correction (order 1), a wrong x̂_0 or σ̃(t) map
+    (an error that does not fall) and a σ grid that does not reach σ_min."""
     sde, g = SDES[kind], Gaussian(SDES[kind], (4,), seed=3)
-    e_n, e_2n = (_pointwise_error(name, sde, g, n) for n in (steps, 2 * steps))
+    x_T = _prior_points(sde)
+    ideal = _ideal(g, sde, x_T)[0]
+    e_n, e_2n = (np.max(np.abs(_run(name, sde, g, n, x_T) - ideal)) for n in (steps, 2 * steps))
     assert order - 0.5 < math.log2(e_n / e_2n) < order + 0.5, (e_n, e_2n)
 
 
 @pytest.mark.parametrize("name,kind,steps", [("heun", "ve", 40), ("heun", "vp", 40),
                                              ("ddim", "vp", 200)])
 def test_deterministic_sampler_maps_prior_to_data(name, kind, steps):
-    """Samples from the prior (4,000 × D = 4) have the moments of the ideal map's output law
-    N(b, (σ_prior/c_T)² K Kᵀ) within Z se plus the sampler's measured discretisation error e_N
-    (module docstring); that law is the data law up to the prior mismatch (the prior is
-    N(0, σ_prior²), not p_T), bounded below. NFE: Heun 2N − 1, DDIM N, counted at run time. Catches a wrong prior scaling
-    x_T / c_T, a missing step, and a noise term in the deterministic samplers."""
+    """Samples from the prior (4,000 × D = 4, float32) have the moments of the ideal map's output
+    law N(b, (σ_prior/c_T)² K Kᵀ) within Z se plus the discretisation error e_N of the method,
+    max |reference(x_T) − ideal(x_T)| over 64 prior draws (``_reference``, independent of the
+    library); the ideal law is the data law up to the prior mismatch (the prior is N(0,
+    σ_prior²), not p_T), bounded below. NFE: Heun 2N − 1, DDIM N, counted at run time. Catches
+    samples not drawn from the prior (a wrong x_T scale or shape) and a broken batch path."""
     sde, g = SDES[kind], Gaussian(SDES[kind], (4,), seed=3)
-    e_n = _pointwise_error(name, sde, g, steps)
+    x_T = _prior_points(sde)
+    e_n = np.max(np.abs(_reference(name, sde, g, x_T, steps) - _ideal(g, sde, x_T)[0]))
     sample = jax.jit(sampling.get_sampler(name, sde=sde, num_steps=steps), static_argnums=(0, 1))
     x, nfe = sample(g.counted_score, (4000, 4), jax.random.PRNGKey(2))
     assert int(nfe) == g.calls == {"heun": 2 * steps - 1, "ddim": steps}[name]

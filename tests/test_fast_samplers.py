@@ -91,7 +91,7 @@ def _prior_points(sde):
 
 
 @pytest.mark.parametrize("name,steps", [("ddim", 10), ("heun", 6)])
-@pytest.mark.parametrize("kind", ["ve", "vp", "subvp"])
+@pytest.mark.parametrize("kind", ["ve", "vp", pytest.param("subvp", marks=pytest.mark.slow)])
 def test_deterministic_sampler_is_its_discretisation(name, steps, kind):
     """In float64 the library's DDIM (η = 0) and Heun give the steps written out in
     ``_reference`` to 1e-9 relative. Catches any change of the update: a Heun step without its

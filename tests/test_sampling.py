@@ -201,14 +201,13 @@ def test_langevin_matches_unadjusted_stationary_variance():
 
 
 def test_deterministic_langevin_contracts_to_mode():
-    """QCSGM §3.1: x ← x + α_k s(x) with α_k = 0.0125 e^{−k/1000}, s = −x/σ² (σ = 0.1); the score
-    is conditioned on t (here t = σ) to check the t path."""
+    """QCSGM §3.1: x ← x + α_k s(x) with α_k = 0.0125 e^{−k/1000}, s = −x/σ² (σ = 0.1), so
+    x_k = Π_{j<k}(1 − α_j/σ²) x_0 exactly."""
     sigma, steps = 0.1, 300
     alphas = 0.0125 * jnp.exp(-jnp.arange(steps) / 1000.0)
     x0 = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
-    x, traj = sampling.langevin_dynamics(lambda x, t: -x / t[:, None] ** 2, x0, jax.random.PRNGKey(1),
-                                         alphas, steps, t=sigma, noise=False,
-                                         return_trajectory=True)
+    x, traj = sampling.langevin_dynamics(lambda x: -x / sigma**2, x0, jax.random.PRNGKey(1),
+                                         alphas, steps, noise=False, return_trajectory=True)
     assert traj.shape == (steps, 8, 2)
     factors = np.cumprod(1 - np.asarray(alphas, np.float64) / sigma**2)
     np.testing.assert_allclose(traj[:5], factors[:5, None, None] * np.asarray(x0)[None], rtol=1e-5)
@@ -242,11 +241,18 @@ def test_annealed_langevin_reaches_last_level_and_conditioning_is_explicit():
     np.testing.assert_allclose(run(denoise=True), denoised, rtol=1e-6)
 
 
-def test_langevin_registry_samplers():
-    score = lambda x: -x  # noqa: E731
-    langevin = sampling.get_sampler("langevin", step_size=0.1, num_steps=7)
-    x, nfe = langevin(score, (5, 2), jax.random.PRNGKey(0))
-    assert x.shape == (5, 2) and nfe == 7
+def test_langevin_registry_samplers_take_score_models():
+    """The registry's Langevin entries take score_model(x, t) like every sampler: "langevin" calls
+    it at its fixed t (noise=False, s = −x/t²: x_K = (1 − α/t²)^K x_T exactly), and refuses to be
+    built without one."""
+    t, alpha, steps = 0.5, 0.01, 7
+    langevin = sampling.get_sampler("langevin", step_size=alpha, num_steps=steps, t=t, noise=False)
+    x_T = jax.random.normal(jax.random.PRNGKey(0), (5, 2))
+    x, nfe = langevin(lambda x, s: -x / s[:, None] ** 2, (5, 2), jax.random.PRNGKey(1), x_T)
+    assert nfe == steps
+    np.testing.assert_allclose(x, (1 - alpha / t**2) ** steps * x_T, rtol=1e-5)
+    _raises(r"sampler 'langevin' needs argument\(s\) \['t'\]",
+            lambda: sampling.get_sampler("langevin", step_size=alpha, num_steps=steps))
     ald = sampling.get_sampler("annealed_langevin", sigmas=[1.0, 0.5], steps_per_level=3,
                                step_lr=0.01, denoise=True)
     x, nfe = ald(lambda x, s: -x / (1 + s[:, None, None] ** 2), (5, 2, 2), jax.random.PRNGKey(0))

@@ -128,10 +128,14 @@ def get_sampler(name: str, **kwargs) -> Callable:
         and PC options), "dps" (``sde``, ``y``, ``forward_op``, ``noise_std``, ``zeta``,
         ``num_steps``): the conditioning data are bound here, so build the sampler inside the
         jitted function that receives them (one compilation for every batch);
-      * "langevin" (``step_size``, ``num_steps``, ``t``, ``noise``, ``init_std``; x_0 ~
-        N(0, init_std²)) and "annealed_langevin" (``sigmas``, ``steps_per_level``, ``step_lr``,
-        ``conditioning``, ``denoise``; x_0 ~ N(0, σ_1²)), which take a score function s(x) or a
-        noise-conditional s(x, c) (see :mod:`sgm_jax.sampling.langevin`).
+      * "langevin" (``step_size``, ``num_steps``, ``t``, ``noise``, ``init_std``; the model at
+        the fixed time ``t``, x_0 ~ N(0, init_std²)) and "annealed_langevin" (``sigmas``,
+        ``steps_per_level``, ``step_lr``, ``conditioning``, ``denoise``; the model at
+        ``conditioning[i]``, default σ_i, for level i; x_0 ~ N(0, σ_1²)); see
+        :mod:`sgm_jax.sampling.langevin`.
+
+    Every sampler it returns takes ``score_model(x, t)`` (x [B, *event], t [B]); a score
+    function s(x) (DESIGN.md §3.1) goes to :func:`langevin_dynamics` directly.
 
     Names and arguments are validated here, up front."""
     check_choice("sampler name", name, SAMPLERS)

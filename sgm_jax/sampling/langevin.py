@@ -1,8 +1,11 @@
 """Langevin dynamics (QCSGM Eq. 7) and NCSN's annealed Langevin dynamics.
 
-These take a score *function* ``score(x)`` or a noise-conditional model ``score(x, c)`` whose
-conditioning c is explicit (σ_i, or a time); the registry entries "langevin" and
-"annealed_langevin" start from N(0, init_std²) and N(0, σ_1²) instead of an SDE's prior.
+:func:`langevin_dynamics` takes a score *function* ``score_fn(x)`` (DESIGN.md §3.1; a
+time-conditional model is closed over its t), :func:`annealed_langevin_dynamics` a
+noise-conditional ``score_model(x, c)`` whose conditioning c [B] is explicit (σ_i, or the time
+t_i of each level). Their registry entries take ``score_model(x, t)`` like every other sampler:
+"langevin" calls it at the fixed time ``t``, "annealed_langevin" at ``conditioning[i]`` (default
+σ_i); they start from N(0, init_std²) and N(0, σ_1²) instead of an SDE's prior.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import jax.numpy as jnp
 
 from sgm_jax._batch import batch_times
 from sgm_jax._validation import check_positive, check_positive_int
-from sgm_jax.sampling._common import Array, check_shape, finish
+from sgm_jax.sampling._common import check_shape, finish
+from sgm_jax.types import Array, ScoreFn, ScoreModel
 
 
 def _langevin_chain(score_at, x0, key, alphas, conds, noise, return_trajectory):
@@ -30,15 +34,14 @@ def _langevin_chain(score_at, x0, key, alphas, conds, noise, return_trajectory):
     return (x, trajectory) if return_trajectory else x
 
 
-def langevin_dynamics(score, x0: Array, key: Array, step_size, num_steps: int, t=None,
+def langevin_dynamics(score_fn: ScoreFn, x0: Array, key: Array, step_size, num_steps: int,
                       noise: bool = True, return_trajectory: bool = False):
     """Langevin dynamics (QCSGM Eq. 7): x_{k+1} = x_k + α_k s(x_k) + sqrt(2 α_k) z_k, z_k ~ N(0, I).
 
-    ``noise=False`` gives the deterministic variant x_{k+1} = x_k + α_k s(x_k) of QCSGM §3.1.
-    ``step_size`` is a scalar α or a schedule of shape [num_steps] (e.g. QCSGM's α e^{−k/1000}).
-    Conditioning: with ``t=None``, ``score`` is a score function ``score(x)`` (QCSGM §3.1);
-    otherwise a score model called as ``score(x, t_vec)`` with ``t`` (scalar or [B]) broadcast
-    to [B].
+    ``score_fn(x) -> s`` is a score function (DESIGN.md §3.1); a time-conditional model runs at
+    a fixed t as ``lambda x: score_model(x, t_vec)``. ``noise=False`` gives the deterministic
+    variant x_{k+1} = x_k + α_k s(x_k) of QCSGM §3.1. ``step_size`` is a scalar α or a schedule
+    of shape [num_steps] (e.g. QCSGM's α e^{−k/1000}).
     Returns the final x [B, *event], or ``(x, trajectory)`` with the states after each step
     [num_steps, B, *event] when ``return_trajectory``. Costs ``num_steps`` score evaluations.
     """
@@ -49,16 +52,11 @@ def langevin_dynamics(score, x0: Array, key: Array, step_size, num_steps: int, t
         raise ValueError(f"step_size must be a scalar or have shape [num_steps] = ({num_steps},); "
                          f"got shape {alphas.shape}.")
     alphas = jnp.broadcast_to(alphas, (num_steps,))
-    if t is None:
-        score_at = lambda x, _: score(x)  # noqa: E731
-    else:
-        t_vec = jnp.broadcast_to(jnp.asarray(t, x0.dtype), (x0.shape[0],))
-        score_at = lambda x, _: score(x, t_vec)  # noqa: E731
-    return _langevin_chain(score_at, x0, key, alphas, jnp.zeros((num_steps,), x0.dtype), noise,
-                           return_trajectory)
+    return _langevin_chain(lambda x, _: score_fn(x), x0, key, alphas,
+                           jnp.zeros((num_steps,), x0.dtype), noise, return_trajectory)
 
 
-def annealed_langevin_dynamics(score_model, x0: Array, key: Array, sigmas, steps_per_level: int,
+def annealed_langevin_dynamics(score_model: ScoreModel, x0: Array, key: Array, sigmas, steps_per_level: int,
                                step_lr: float, conditioning=None, denoise: bool = False,
                                return_trajectory: bool = False):
     """Annealed Langevin dynamics of NCSN (Song & Ermon, 2019), in the form of the NCSN code.
@@ -95,19 +93,22 @@ def annealed_langevin_dynamics(score_model, x0: Array, key: Array, sigmas, steps
     return out
 
 
-def langevin_sampler(score_model, shape, key, step_size, num_steps, t=None, noise=True,
-                     init_std=1.0, x_T=None):
-    """Registry entry "langevin": :func:`langevin_dynamics` from x_0 ~ N(0, init_std² I)
-    (or ``x_T``); NFE = ``num_steps``."""
+def langevin_sampler(score_model: ScoreModel, shape, key: Array, step_size, num_steps: int, t,
+                     noise: bool = True, init_std: float = 1.0, x_T: Array | None = None):
+    """Registry entry "langevin": :func:`langevin_dynamics` with the score function
+    ``x -> score_model(x, t)`` at the fixed time ``t`` (a scalar or [B]), from
+    x_0 ~ N(0, init_std² I) (or ``x_T``); NFE = ``num_steps``."""
     init_key, key = jax.random.split(key)
     if x_T is None:
         x_T = init_std * jax.random.normal(init_key, check_shape(shape))
-    return finish("langevin", langevin_dynamics(score_model, x_T, key, step_size, num_steps, t,
-                                                noise), num_steps)
+    t_vec = jnp.broadcast_to(jnp.asarray(t, x_T.dtype), (x_T.shape[0],))
+    x = langevin_dynamics(lambda x: score_model(x, t_vec), x_T, key, step_size, num_steps, noise)
+    return finish("langevin", x, num_steps)
 
 
-def annealed_langevin_sampler(score_model, shape, key, sigmas, steps_per_level, step_lr,
-                              conditioning=None, denoise=False, x_T=None):
+def annealed_langevin_sampler(score_model: ScoreModel, shape, key: Array, sigmas,
+                              steps_per_level: int, step_lr: float, conditioning=None,
+                              denoise: bool = False, x_T: Array | None = None):
     """Registry entry "annealed_langevin": :func:`annealed_langevin_dynamics` from
     x_0 ~ N(0, σ_1² I) (or ``x_T``); NFE = L · steps_per_level (+ 1 with ``denoise``)."""
     init_key, key = jax.random.split(key)

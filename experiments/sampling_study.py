@@ -3,8 +3,8 @@
 
 For every run ``NAME=CONFIG[:FIELD=VALUE,...]`` the model is trained through the library's train
 loop when ``WORKDIR/NAME`` holds no checkpoint of its ``training.n_iters`` (``sgm_jax.train``;
-``experiments/digits_demo.py`` trains the same runs in the same folders), then, with its EMA
-parameters:
+``experiments/digits_demo.py`` trains the same runs in the same folders; ``--use-latest`` takes
+the latest checkpoint as it is instead), then, with its EMA parameters:
 
 * **Unconditional samples** from Heun on EDM's noise levels (N = 10, 18, 35; NFE 2N − 1), DDIM
   (η = 0; N = 10, 50, 100) and the PC sampler at N = 1000 (reverse diffusion + Langevin, NFE
@@ -17,7 +17,8 @@ parameters:
   (the program of ``--mode=sample``): inpainting of the centre square and of the left half (PC
   imputation with the config's sampler, N = ``sde.num_scales``) and 2× super-resolution by DPS
   (2 × 2 average pooling, σ_y = ``--dps-noise``, ``--dps-steps`` steps; ζ chosen from
-  ``--zetas`` by PSNR on the ``--num-tasks`` test images that follow, which are not scored).
+  ``--zetas`` by PSNR on the ``--num-tasks`` test images that follow, which are not scored,
+  when more than one is given).
   Reported: PSNR against the ground truth and the digits classifier's accuracy on the completed
   images (the label of the original), with the same for the inputs themselves (the masked image
   with its hole grey, the low-resolution image repeated) and the originals; pictures of input,
@@ -89,23 +90,30 @@ def _configured(config, overrides: dict):
     return config
 
 
-def ensure_trained(config, workdir: str) -> None:
+def ensure_trained(config, workdir: str, use_latest: bool) -> int:
     """Train the run in ``workdir`` up to ``training.n_iters`` unless a checkpoint of that step
-    is there (a partial run resumes)."""
+    is there (a partial run resumes), or with ``use_latest`` take its latest checkpoint as it is;
+    returns the step of the checkpoint the study samples."""
     directory = checkpoint_dir(workdir)
+    latest = 0
     if os.path.isdir(directory):
         with manager(directory, read_only=True) as ckpt:
-            if (ckpt.latest_step() or 0) >= config.training.n_iters:
-                return
+            latest = ckpt.latest_step() or 0
+    if latest >= config.training.n_iters or (use_latest and latest > 0):
+        return latest
+    if use_latest:
+        raise FileNotFoundError(f"--use-latest: {directory} holds no checkpoint.")
     train.train(build_experiment(config), workdir)
+    return config.training.n_iters
 
 
-def unconditional(config, workdir, label, steps, num, features, test, key) -> tuple[dict, np.ndarray]:
-    """``num`` samples of one sampler: quality in the classifier's feature space, NFE, seconds
-    per sample; and the samples."""
+def unconditional(config, workdir, step, label, steps, num, features, test, key
+                  ) -> tuple[dict, np.ndarray]:
+    """``num`` samples of one sampler from the checkpoint of ``step``: quality in the classifier's
+    feature space, NFE, seconds per sample; and the samples."""
     experiment = build_experiment(_configured(config, _sampler_overrides(label, steps)))
     mesh = parallel.data_mesh()
-    params = load_checkpoint(experiment, workdir, mesh=mesh).ema_params
+    params = load_checkpoint(experiment, workdir, step, mesh=mesh).ema_params
     batch = experiment.evaluation.batch_size
     sampler = BatchSampler(experiment, params, batch, mesh)
     parts, walls, nfe = [], [], 0
@@ -127,12 +135,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
 
 
-def complete(config, workdir, overrides, x, key) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """The task of ``overrides`` on model-space images x: (shown inputs, outputs) as uint8, the
-    NFE and the seconds per image (after a first, compiling, batch)."""
+def complete(config, workdir, step, overrides, x, key
+             ) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """The task of ``overrides`` on model-space images x with the checkpoint of ``step``: (shown
+    inputs, outputs) as uint8, the NFE and the seconds per image (after a first, compiling,
+    batch)."""
     experiment = build_experiment(_configured(config, overrides))
     mesh = parallel.data_mesh()
-    params = load_checkpoint(experiment, workdir, mesh=mesh).ema_params
+    params = load_checkpoint(experiment, workdir, step, mesh=mesh).ema_params
     program = task_program(experiment, mesh)
     batch = experiment.evaluation.batch_size
     shown, outputs, walls, nfe = [], [], [], 0
@@ -173,7 +183,8 @@ def markdown(results: dict, data_row: dict, args, samplers, command: str, pictur
         f"steps, seed {FEATURE_SEED}): not Inception FIDs, comparable with each other and with "
         "the \"data\" row (training split against test split). Seconds per sample: the median "
         "batch (after the first, which compiles) divided by its size, on the 2-core CPU with the "
-        "1-min load average given (other jobs shared the machine).", "",
+        "1-min load average given (other jobs shared the machine). Checkpoints (EMA): " + ", ".join(
+            f"{r} step {results[r]['step']:,}" for r in runs) + ".", "",
         "## Unconditional samples", "",
         "| sampler | N | NFE | " + " | ".join(
             f"{r} FID ↓ | {r} precision ↑ | {r} recall ↑ | {r} s / sample" for r in runs) + " |",
@@ -191,9 +202,10 @@ def markdown(results: dict, data_row: dict, args, samplers, command: str, pictur
               f"The first {args.num_tasks} test images; PSNR (dB) against the originals and the "
               "digits classifier's accuracy on the completed images (the label of the original). "
               "\"input\": the same for the inputs (the hole grey; the low-resolution image "
-              "repeated 2 × 2). DPS: ζ chosen by PSNR on the next "
-              f"{args.num_tasks} test images among {args.zetas}, {args.dps_steps} steps, "
-              f"σ_y = {args.dps_noise}.", "",
+              "repeated 2 × 2). DPS: "
+              + (f"ζ chosen by PSNR on the next {args.num_tasks} test images among {args.zetas}"
+                 if len(args.zetas) > 1 else f"ζ = {args.zetas[0]}")
+              + f", {args.dps_steps} steps, σ_y = {args.dps_noise}.", "",
               "| task | input PSNR | input accuracy | " + " | ".join(
                   f"{r} PSNR ↑ | {r} accuracy ↑ | {r} NFE | {r} s / image" for r in runs) + " |",
               "|---" * (3 + 4 * len(runs)) + "|"]
@@ -217,10 +229,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default="runs/digits")
     parser.add_argument("--out", default="docs/results/sampling.md")
     parser.add_argument("--num-samples", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=128, help="eval.batch_size of every program")
     parser.add_argument("--num-tasks", type=int, default=128)
     parser.add_argument("--dps-steps", type=int, default=250)
     parser.add_argument("--dps-noise", type=float, default=0.01)
     parser.add_argument("--zetas", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    parser.add_argument("--use-latest", action="store_true",
+                        help="sample each run's latest checkpoint instead of training it to "
+                             "training.n_iters")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, to test the script")
     args = parser.parse_args(argv)
     samplers = TINY_SAMPLERS if args.tiny else SAMPLERS
@@ -233,11 +249,11 @@ def main(argv=None) -> None:
         config = load_config(spec)
         if args.tiny:
             config = _configured(config, TINY)
-        config = _configured(config, {"eval.batch_size": min(128, args.num_samples),
+        config = _configured(config, {"eval.batch_size": min(args.batch, args.num_samples),
                                       "sampling.dps_steps": args.dps_steps,
                                       "sampling.noise_std": args.dps_noise})
         workdir = os.path.join(args.workdir, name)
-        ensure_trained(config, workdir)
+        step = ensure_trained(config, workdir, args.use_latest)
         size = config.data.image_size
         if data_row is None:
             train_split = load_split("digits", "train", image_size=size)
@@ -246,9 +262,9 @@ def main(argv=None) -> None:
             data_row = quality(features, test.x, train_split.x, key)
             data_row["test_accuracy"] = float(np.mean(np.argmax(features(test.x)[1], -1)
                                                       == test.labels))
-        results[name] = {"samplers": {}, "tasks": {}}
+        results[name] = {"step": step, "samplers": {}, "tasks": {}}
         for label, steps in samplers:
-            row, samples = unconditional(config, workdir, label, steps, args.num_samples,
+            row, samples = unconditional(config, workdir, step, label, steps, args.num_samples,
                                          features, test, key)
             results[name]["samplers"][f"{label} {steps}"] = row
             print(name, label, steps, {k: row[k] for k in ("fid_clf", "precision", "recall",
@@ -261,15 +277,17 @@ def main(argv=None) -> None:
         x = get_data_scaler(config.data.centered)(test.x[:2 * n].astype(np.float32) / 255.0)
         truth, labels = test.x[:n], test.labels[:n]
         for task, overrides in TASKS.items():
-            if overrides["sampling.task"] == "dps":
+            if overrides["sampling.task"] == "dps" and len(args.zetas) > 1:
                 scores = {}
                 for zeta in args.zetas:
-                    _, held, _, _ = complete(config, workdir, {**overrides, "sampling.zeta": zeta},
-                                             x[n:], key)
+                    _, held, _, _ = complete(config, workdir, step,
+                                             {**overrides, "sampling.zeta": zeta}, x[n:], key)
                     scores[zeta] = float(psnr(held, test.x[n:2 * n]).mean())
                 zeta = max(scores, key=scores.get)
                 overrides = {**overrides, "sampling.zeta": zeta}
-            shown, outputs, nfe, seconds = complete(config, workdir, overrides, x[:n], key)
+            elif overrides["sampling.task"] == "dps":
+                overrides, scores = {**overrides, "sampling.zeta": args.zetas[0]}, {}
+            shown, outputs, nfe, seconds = complete(config, workdir, step, overrides, x[:n], key)
             row = task_row(features, shown, outputs, truth, labels)
             row.update(nfe=nfe, seconds_per_image=seconds, load_average=os.getloadavg()[0])
             if overrides["sampling.task"] == "dps":

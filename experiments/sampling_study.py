@@ -28,7 +28,9 @@ the latest checkpoint as it is instead), then, with its EMA parameters:
         --run u=configs/ve/digits_u.py --run qc=configs/ve/digits_qc.py \\
         --out docs/results/sampling.md
 
-``--tiny`` runs everything at toy size (a 4-step model, few samples) to test the script.
+``--add`` keeps the runs of an earlier ``OUT``'s JSON made with the same settings (so that runs
+can be sampled as they finish training); ``--tiny`` runs everything at toy size (a 4-step model,
+few samples) to test the script.
 """
 
 from __future__ import annotations
@@ -129,6 +131,14 @@ def unconditional(config, workdir, step, label, steps, num, features, test, key
     return row, samples
 
 
+def save_grid(path: str, images: np.ndarray, columns: int | None = None) -> str:
+    """uint8 images [N, H, W, C] as a PNG grid, each pixel repeated k × k (k = ⌈32 / H⌉) so that
+    8 × 8 digits can be seen."""
+    k = max(1, math.ceil(32 / images.shape[1]))
+    images = np.repeat(np.repeat(images, k, axis=1), k, axis=2)
+    return plots.save_image_grid(path, images.astype(np.float32) / 255.0, columns)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image PSNR (dB) of uint8 images against uint8 references, peak 255."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
@@ -170,7 +180,8 @@ def _f(value, digits=2):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(results: dict, data_row: dict, args, samplers, command: str, pictures: dict) -> str:
+def markdown(results: dict, data_row: dict, args, samplers, commands: list[str],
+             pictures: dict) -> str:
     runs = list(results)
     lines = [
         "# Fast samplers and controllable generation on digits", "",
@@ -219,7 +230,8 @@ def markdown(results: dict, data_row: dict, args, samplers, command: str, pictur
     lines += [f"| originals | | {_f(data_row['test_accuracy'], 3)} | " +
               " | ".join("| | |" for _ in runs) + " |", ""]
     lines += [f"{name}: ![{name}]({path})" for name, path in pictures.items()]
-    lines += ["", "Command:", "", "```bash", command, "```", ""]
+    lines += ["", "Command" + ("s:" if len(commands) > 1 else ":"), "", "```bash", *commands, "```",
+              ""]
     return "\n".join(lines)
 
 
@@ -237,6 +249,8 @@ def main(argv=None) -> None:
     parser.add_argument("--use-latest", action="store_true",
                         help="sample each run's latest checkpoint instead of training it to "
                              "training.n_iters")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs of OUT's JSON (same settings) not given here")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, to test the script")
     args = parser.parse_args(argv)
     samplers = TINY_SAMPLERS if args.tiny else SAMPLERS
@@ -244,7 +258,20 @@ def main(argv=None) -> None:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     stem = os.path.splitext(os.path.basename(args.out))[0]
     key = jax.random.PRNGKey(FEATURE_SEED)
-    results, pictures, data_row = {}, {}, None
+    json_path = os.path.splitext(args.out)[0] + ".json"
+    settings = json.loads(json.dumps({k: v for k, v in vars(args).items()
+                                      if k not in ("run", "add", "use_latest")}))
+    results, pictures, data_row, commands = {}, {}, None, []
+    if args.add and os.path.exists(json_path):
+        with open(json_path) as f:
+            earlier = json.load(f)
+        if earlier["settings"] != settings:
+            differ = sorted(k for k in settings if earlier["settings"].get(k) != settings[k])
+            raise ValueError(f"--add: {json_path} was made with other settings ({differ}); "
+                             f"run again without --add.")
+        results = {r: row for r, row in earlier["runs"].items() if r not in runs}
+        pictures = {k: v for k, v in earlier["pictures"].items() if k.split(",")[0] in results}
+        commands = earlier["commands"]
     for name, spec in runs.items():
         config = load_config(spec)
         if args.tiny:
@@ -272,7 +299,7 @@ def main(argv=None) -> None:
             if (label, steps) in (("Heun", 18), ("DDIM", 10), ("PC", 1000)) or args.tiny:
                 path = os.path.join(out_dir, f"{stem}_{name}_{label.lower()}{steps}.png")
                 pictures[f"{name}, {label} N = {steps}"] = os.path.basename(
-                    plots.save_image_grid(path, samples[:64].astype(np.float32) / 255.0))
+                    save_grid(path, samples[:64]))
         n = args.num_tasks
         x = get_data_scaler(config.data.centered)(test.x[:2 * n].astype(np.float32) / 255.0)
         truth, labels = test.x[:n], test.labels[:n]
@@ -298,12 +325,13 @@ def main(argv=None) -> None:
             slug = task.split(" (")[0].replace(" ", "_").replace("×", "x")
             path = os.path.join(out_dir, f"{stem}_{name}_{slug}.png")
             pictures[f"{name}, {task} (input, output, truth)"] = os.path.basename(
-                plots.save_image_grid(path, images.astype(np.float32) / 255.0, columns))
-    command = command_line("experiments/sampling_study.py", argv)
-    write_keeping_discussion(args.out, markdown(results, data_row, args, samplers, command,
+                save_grid(path, images, columns))
+    commands.append(command_line("experiments/sampling_study.py", argv))
+    write_keeping_discussion(args.out, markdown(results, data_row, args, samplers, commands,
                                                 pictures))
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"data": data_row, "runs": results, "settings": vars(args)}, f, indent=2)
+    with open(json_path, "w") as f:
+        json.dump({"data": data_row, "runs": results, "settings": settings,
+                   "pictures": pictures, "commands": commands}, f, indent=2)
     print(f"wrote {args.out}")
 
 

@@ -191,9 +191,10 @@ def markdown(results: dict, data_row: dict, args, samplers, commands: list[str],
         f"(`experiments/sampling_study.py`). FID, precision and recall (k = 3) of "
         f"{args.num_samples} samples against the test split **in the feature space of the "
         f"library's digits classifier** (`sgm_jax.metrics.feature_classifier`, {FEATURE_STEPS} "
-        f"steps, seed {FEATURE_SEED}): not Inception FIDs, comparable with each other and with "
-        "the \"data\" row (training split against test split). Seconds per sample: the median "
-        "batch (after the first, which compiles) divided by its size, on the 2-core CPU with the "
+        f"steps, seed {FEATURE_SEED}): not Inception FIDs, comparable with each other at equal "
+        "sample counts; the \"data\" row is the training split against the test split. Seconds "
+        "per sample: the median batch (after the first, which compiles) divided by its size, on "
+        "the 2-core CPU with the "
         "1-min load average given (other jobs shared the machine). Checkpoints (EMA): " + ", ".join(
             f"{r} step {results[r]['step']:,}" for r in runs) + ".", "",
         "## Unconditional samples", "",

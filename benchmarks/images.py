@@ -43,8 +43,8 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.timing import (TrainStepRunner, compare_runners, format_table,  # noqa: E402
-                               image_data, train_step_gflops, write_json)
+from benchmarks.timing import (TrainStepRunner, compare_runners, device_peak_mb,  # noqa: E402
+                               format_table, image_data, train_step_gflops, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 
@@ -73,11 +73,6 @@ def qcsgm_config(module: str, args, batch: int, **training):
     for field, value in training.items():
         config.training[field] = value
     return config
-
-
-def _peak_mb() -> float | None:
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
 
 
 def benchmark(args, batch: int, mesh) -> dict:
@@ -111,7 +106,7 @@ def qc_table(args, batch: int, mesh) -> dict:
                        f"memory {runs[name].memory_mb or float('nan'):.0f} MiB")
         print(f"  {name}: {notes[name]}", flush=True)
     result = compare_runners(runs, "U", rounds=args.rounds, repeats=1, warmup=1)
-    result["peak_device_mb"] = _peak_mb()
+    result["peak_device_mb"] = device_peak_mb()
     print(format_table(result, f"Train step (ratios per step), batch {batch}, nf "
                                f"{args.nf}, {args.num_res_blocks} blocks, "
                                f"{jax.devices()[0].platform} × {jax.device_count()}", notes))

@@ -137,6 +137,27 @@ def gflops(program: Any) -> float | None:
     return float(analysis["flops"]) / 1e9
 
 
+def abstract_step_arguments(experiment: Experiment | ClassifierExperiment,
+                            frozen: Any = None) -> tuple[Any, Any, Any]:
+    """``(state, batch, frozen)`` of a train step of one step per dispatch as
+    ``jax.ShapeDtypeStruct`` trees: the shapes of ``init_state(experiment)`` (traced, not
+    computed), of the data source's first training batch and of ``frozen``, for lowering the
+    step without allocating its state."""
+    state = jax.eval_shape(lambda: init_state(experiment))
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
+                         experiment.data.train_batch(0))
+    frozen = None if frozen is None else jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), frozen)
+    return state, batch, frozen
+
+
+def device_peak_mb() -> float | None:
+    """The first device's peak bytes in use so far, in MiB (None where the backend does not
+    report it, as XLA:CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
 def train_step_gflops(experiment: Experiment | ClassifierExperiment, mesh: Mesh | None = None, *,
                       steps: int = 1, frozen: Any = None) -> float | None:
     """XLA's FLOP count per optimisation step of the library's train step of ``experiment``
@@ -146,12 +167,8 @@ def train_step_gflops(experiment: Experiment | ClassifierExperiment, mesh: Mesh 
     counts the program before its optimisation passes), so the cost is that of tracing."""
     mesh = parallel.data_mesh() if mesh is None else mesh
     train_step = TrainStep(experiment, mesh, 1)
-    state = jax.eval_shape(lambda: init_state(experiment))
-    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype),
-                         experiment.data.train_batch(0))
-    frozen = None if frozen is None else jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), frozen)
-    counts = {id(p): gflops(p.lower(state, batch, frozen)) for p in train_step.programs}
+    arguments = abstract_step_arguments(experiment, frozen)
+    counts = {id(p): gflops(p.lower(*arguments)) for p in train_step.programs}
     per_step = [counts[id(train_step.program(step))] for step in range(steps)]
     return None if None in per_step else sum(per_step) / steps
 

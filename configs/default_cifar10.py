@@ -76,6 +76,11 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.qc_num_vectors = 1
     training.qc_fraction = 1.0
     training.qc_every = 1
+    # the train step's activations and convolutions: "float32" or "bfloat16" (parameters,
+    # optimiser state, EMA and the loss stay float32)
+    training.compute_dtype = "float32"
+    # jax.checkpoint policy of the residual blocks: "none", "nothing_saveable", "conv_saveable"
+    training.remat = "none"
     training.batch_size = 128
     training.n_iters = 1300000
     training.n_jitted_steps = 5

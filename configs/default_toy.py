@@ -49,6 +49,8 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.qc_num_vectors = 1
     training.qc_fraction = 1.0  # the QC term on this fraction of each device's examples
     training.qc_every = 1  # lazy regularisation: the QC term (weight × k) every k-th step
+    training.compute_dtype = "float32"  # the toy networks compute in float32 only
+    training.remat = "none"  # activation checkpointing (U-Nets only)
     training.batch_size = 5000
     training.n_iters = 2000
     training.n_jitted_steps = 1  # steps per compiled dispatch (lax.scan)

@@ -183,6 +183,19 @@ MEANINGS = {
                         "1,300,001 counts its last step inclusively: 1,300,000 here).",
     "training.n_jitted_steps": "Steps per compiled dispatch (`lax.scan` over a stacked batch); "
                                "`n_iters` and the frequencies are multiples of it.",
+    "training.compute_dtype": "The dtype of the train step's activations and convolutions "
+                             "(U-Nets: `ncsnpp`, `ddpm`): `bfloat16` is mixed precision, with "
+                             "the parameters, Adam's moments, the EMA, GroupNorm's statistics, "
+                             "attention's softmax, the loss and the QC term in float32. A "
+                             "training field, not a `model` one: it changes how the step "
+                             "computes, not the network, so checkpoints, evaluation and "
+                             "sampling (float32) are the same for either value.",
+    "training.remat": "The `jax.checkpoint` policy of the residual blocks in the train step "
+                      "(U-Nets): `none` stores their activations for the backward pass; "
+                      "`conv_saveable` keeps only the convolutions' outputs and recomputes "
+                      "normalisation, activations and resampling; `nothing_saveable` recomputes "
+                      "each block from its input. Less memory for more time (docs/benchmarks.md, "
+                      "\"Memory\"); outputs and gradients unchanged.",
     "training.log_freq": "Log the training scalars (console and TensorBoard) every `log_freq` "
                          "steps.",
     "training.eval_freq": "Log `eval_loss`, the loss of the EMA parameters on a test batch, "

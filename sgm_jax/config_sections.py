@@ -25,6 +25,9 @@ Array = jax.Array
 
 #: Keys of a network section that describe how the network is used, not the network itself.
 USE_KEYS = ("name", "parameterisation", "condition")
+#: Network fields that the train step sets, and the training fields that set them
+#: (:func:`sgm_jax.experiment.build_experiment`); a network section may not set them.
+TRAIN_STEP_FIELDS = {"dtype": "training.compute_dtype", "remat": "training.remat"}
 #: What :func:`network` records a constructor field of the network as allowing (the model's
 #: name follows): the registered Flax module checks its own fields.
 NETWORK_FIELD = "a field of "
@@ -73,11 +76,12 @@ def network(config, section: str = "model") -> nn.Module:
     (a registered model) built with every other key of the section as a constructor field
     (lists become tuples), except :data:`USE_KEYS`, plus ``centered = data.centered`` when the
     model has a ``centered`` field (score_sde reads ``config.data.centered`` inside its
-    networks). A key that is not a field of the model, or a ``centered`` key, is refused; each
+    networks). A key that is not a field of the model, a ``centered`` key, or a field the train
+    step sets (:data:`TRAIN_STEP_FIELDS`) is refused; each
     field passed is recorded (:func:`sgm_jax.config_fields.record`) as :data:`NETWORK_FIELD`
     followed by the model's name."""
     name = cf.choice(config, f"{section}.name", models.available_models())
-    allowed = models.model_fields(name)
+    allowed = [f for f in models.model_fields(name) if f not in TRAIN_STEP_FIELDS]
     fields = {}
     for key, value in cf.get(config, section).items():
         if key in USE_KEYS:
@@ -85,6 +89,9 @@ def network(config, section: str = "model") -> nn.Module:
         if key == "centered":
             raise ValueError(f"{section}.centered is not allowed: the network's centered field "
                              "is set from data.centered.")
+        if key in TRAIN_STEP_FIELDS and key in models.model_fields(name):
+            raise ValueError(f"{section}.{key} is not allowed: the network's {key} field is set "
+                             f"from {TRAIN_STEP_FIELDS[key]}.")
         if key not in allowed:
             raise ValueError(f"{section}.{key} is not a field of model {name!r}; allowed: "
                              f"{[f for f in allowed if f != 'centered']}.")

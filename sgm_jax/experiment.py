@@ -38,6 +38,7 @@ from sgm_jax import sde as sde_lib
 from sgm_jax import sde_loss
 from sgm_jax.config_sections import TrainingOptions, sde_from_config
 from sgm_jax.ema import EMA_WARMUPS
+from sgm_jax.models.layerspp import REMAT_POLICIES
 from sgm_jax.parallel import check_batch_divisible
 from sgm_jax.sampling_builder import SamplingTask, sampler_from_config, task_from_config
 from sgm_jax.types import Array, ScoreModel
@@ -45,6 +46,9 @@ from sgm_jax.types import Array, ScoreModel
 __all__ = ["Experiment", "ImageEvalOptions", "ToyEvalOptions", "TrainingOptions",
            "build_experiment", "run_keys", "sde_from_config"]
 
+#: ``training.compute_dtype``: the network field ``dtype`` each value sets (float32: none, the
+#: network as evaluation and sampling run it).
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 EVAL_SEED_OFFSET = 10_000
 
 
@@ -107,7 +111,9 @@ class Experiment:
     (:meth:`step_losses`). ``sampler(score_model, shape, key) -> (samples, nfe)``;
     ``num_samples`` is the number ``--mode=sample`` draws (``sampling.num_samples``, also the
     image evaluation's sample grid); ``task`` the conditional task of ``--mode=sample``
-    (``sampling.task``; None: unconditional samples).
+    (``sampling.task``; None: unconditional samples). ``train_network`` is ``network`` as the train step runs it
+    (``training.compute_dtype`` and ``training.remat``; ``network`` itself when both are the
+    defaults): the same parameters, evaluated in float32 everywhere else.
     """
 
     name: str
@@ -116,6 +122,7 @@ class Experiment:
     data: data_lib.DataSource
     sde: sde_lib.SDE
     network: nn.Module
+    train_network: nn.Module
     condition: str
     parameterisation: str
     optimizer: optax.GradientTransformation
@@ -159,10 +166,11 @@ class Experiment:
     def score_model(self, params: Any, *, train: bool = False,
                     dropout_key: Array | None = None) -> ScoreModel:
         """``score_model(x, t) -> s`` of the network with ``params`` in the experiment's
-        parameterisation. ``train=True`` runs dropout with ``dropout_key``; evaluation and sampling
-        use the default, deterministic ``train=False``."""
+        parameterisation. ``train=True`` runs ``train_network`` (its compute dtype and
+        checkpointing) with dropout from ``dropout_key``; evaluation and sampling use the
+        default, deterministic ``train=False`` of ``network``."""
         condition = models.conditioning_fn(self.condition, self.sde.marginal_std)
-        network = self.network
+        network = self.train_network if train else self.network
         if train:
             rngs = {"dropout": dropout_key}
 
@@ -209,6 +217,29 @@ def _network(config) -> nn.Module:
     cf.choice(config, "model.parameterisation", models.PARAMETERISATIONS)
     cf.choice(config, "model.condition", models.CONDITIONS)
     return sections.network(config)
+
+
+def _train_network(config, network: nn.Module) -> nn.Module:
+    """``network`` as the train step runs it: with the ``dtype`` of ``training.compute_dtype``
+    and the ``remat`` policy of ``training.remat`` (``network`` itself for float32 and "none").
+    A network without these fields (the toy and small networks) allows the defaults only."""
+    compute_dtype = cf.choice(config, "training.compute_dtype", tuple(COMPUTE_DTYPES))
+    remat = cf.choice(config, "training.remat", tuple(REMAT_POLICIES))
+    fields = {}
+    if compute_dtype != "float32":
+        fields["dtype"] = COMPUTE_DTYPES[compute_dtype]
+    if remat != "none":
+        fields["remat"] = remat
+    name = cf.get(config, "model.name")
+    for field, path, value in (("dtype", "training.compute_dtype", compute_dtype),
+                               ("remat", "training.remat", remat)):
+        if field in fields and field not in models.model_fields(name):
+            having = [m for m in models.available_models() if field in models.model_fields(m)]
+            default = "float32" if field == "dtype" else "none"
+            raise ValueError(f"{path}={value!r} needs a network with a {field!r} field "
+                             f"({', '.join(having)}); model.name={name!r} has none, so "
+                             f"{path} allows only {default!r}.")
+    return network.clone(**fields) if fields else network
 
 
 def _loss_options(config, sde) -> dict:
@@ -310,6 +341,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     is_toy = dataset in data_lib.TOY_DATASETS
     sde = sde_from_config(config)
     network = _network(config)
+    train_network = _train_network(config, network)
     optimizer, lr = sections.optimizer(config)
     ema_rate = cf.number(config, "optim.ema_rate", low=0, high=1)
     ema_warmup = cf.choice(config, "optim.ema_warmup", EMA_WARMUPS)
@@ -330,7 +362,7 @@ def build_experiment(config, *, num_devices: int | None = None) -> Experiment:
     objective = cf.get(config, "training.objective")
     return Experiment(
         name=f"{dataset} ({parameterisation}, {objective})", dataset=dataset, seed=seed,
-        data=data, sde=sde, network=network, condition=cf.get(config, "model.condition"),
+        data=data, sde=sde, network=network, train_network=train_network, condition=cf.get(config, "model.condition"),
         parameterisation=parameterisation, optimizer=optimizer, ema_rate=ema_rate,
         ema_warmup=ema_warmup, loss_settings=loss_options, loss_fn=loss_fn,
         qc_loss_fn=qc_loss_fn, lazy_loss_fn=lazy_loss_fn, sampler=sampler,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,7 +38,8 @@ class DDPM(nn.Module):
     Call ``(x, cond, train=False)``: ``x`` ``[B, H, W, C]``; ``cond`` ``[B]`` is embedded with the
     ``nf``-dim sinusoidal embedding (the discrete step, or 999·t for continuous VP / sub-VP), then
     Dense(4nf) → act → Dense(4nf); ignored when ``conditional=False``. ``centered=False`` maps an
-    input in [0, 1] to 2x − 1 first. Returns the raw output ``[B, H, W, C]``.
+    input in [0, 1] to 2x − 1 first. Returns the raw output ``[B, H, W, C]``, in the input's
+    dtype. ``dtype`` and ``remat`` are NCSN++'s (:class:`sgm_jax.models.ncsnpp.NCSNpp`).
     """
 
     nf: int = 128
@@ -49,6 +51,8 @@ class DDPM(nn.Module):
     conditional: bool = True
     nonlinearity: str = "swish"
     centered: bool = True
+    dtype: Any = None
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         check_unet_fields(self)
@@ -62,21 +66,23 @@ class DDPM(nn.Module):
         cond = jnp.asarray(cond)
         check_unet_input(x, cond, levels)
         act = get_activation(self.nonlinearity, "nonlinearity")
-        attn = functools.partial(layerspp.AttnBlockpp, skip_rescale=False, init_scale=0.0)
+        dtype = x.dtype if self.dtype is None else self.dtype
+        attn = functools.partial(layerspp.AttnBlockpp, skip_rescale=False, init_scale=0.0,
+                                 dtype=self.dtype)
         resblock = functools.partial(
             layerspp.ResnetBlockDDPMpp, nonlinearity=self.nonlinearity, dropout=self.dropout,
-            init_scale=0.0, skip_rescale=False,
+            init_scale=0.0, skip_rescale=False, dtype=self.dtype, remat=self.remat,
         )
 
         temb = None
         if self.conditional:
             temb = sinusoidal_embedding(cond, self.nf)
-            temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init())(temb)
-            temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init())(act(temb))
-            temb = temb.astype(x.dtype)
+            dense = functools.partial(nn.Dense, 4 * self.nf, kernel_init=layerspp.default_init(),
+                                      dtype=self.dtype)
+            temb = dense()(act(dense()(temb))).astype(dtype)
 
-        h = x if self.centered else 2.0 * x - 1.0
-        hs = [layerspp.conv(h, self.nf)]
+        h = (x if self.centered else 2.0 * x - 1.0).astype(dtype)
+        hs = [layerspp.conv(h, self.nf, dtype=self.dtype)]
         for level, mult in enumerate(self.ch_mult):
             for _ in range(self.num_res_blocks):
                 h = resblock(out_ch=self.nf * mult)(hs[-1], temb, train)
@@ -84,7 +90,8 @@ class DDPM(nn.Module):
                     h = attn()(h)
                 hs.append(h)
             if level != levels - 1:
-                hs.append(layerspp.Downsample(with_conv=self.resamp_with_conv)(hs[-1]))
+                hs.append(layerspp.Downsample(with_conv=self.resamp_with_conv,
+                                              dtype=self.dtype)(hs[-1]))
 
         h = resblock()(hs[-1], temb, train)
         h = attn()(h)
@@ -98,7 +105,7 @@ class DDPM(nn.Module):
             if h.shape[1] in self.attn_resolutions:
                 h = attn()(h)
             if level != 0:
-                h = layerspp.Upsample(with_conv=self.resamp_with_conv)(h)
+                h = layerspp.Upsample(with_conv=self.resamp_with_conv, dtype=self.dtype)(h)
 
-        h = act(layerspp.group_norm(h))
-        return layerspp.conv(h, x.shape[-1], init_scale=0.0)
+        h = act(layerspp.group_norm(h, self.dtype))
+        return layerspp.conv(h, x.shape[-1], init_scale=0.0, dtype=self.dtype).astype(x.dtype)

@@ -4,12 +4,20 @@ parts of its ``models/layers.py``), channels last.
 Parameter names and module order follow score_sde, so a network built from these blocks has
 score_sde's parameter tree and count. GroupNorm uses ``min(C // 4, 32)`` groups and eps 1e-6
 over the pixels and channels of one example: examples never interact (DESIGN §3.1).
+
+Mixed precision: a block's ``dtype`` (None: that of its inputs and parameters) is the dtype of
+its activations and convolutions; parameters stay float32 (Flax's ``param_dtype``) and are cast
+where they are used, GroupNorm computes its statistics in at least float32 (Flax's
+``GroupNorm``), and attention takes its softmax in at least float32. A residual block's ``remat``
+names the ``jax.checkpoint`` policy of :data:`REMAT_POLICIES` under which its activations are
+recomputed in the backward pass instead of stored.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,6 +29,19 @@ from sgm_jax.models.layers import get_activation
 Array = jax.Array
 
 RESAMPLE_KERNEL = (1, 3, 3, 1)
+#: A computation dtype: a JAX floating dtype, or None for that of the inputs and parameters.
+Dtype = Any
+
+#: The ``jax.checkpoint`` policies a residual block's ``remat`` names: which of the block's
+#: intermediate values the backward pass may keep (the rest it recomputes from the block's
+#: inputs). "none" does not checkpoint the block; "nothing_saveable" keeps none of them;
+#: "conv_saveable" keeps the convolutions' outputs and recomputes the normalisation,
+#: activations and resampling around them.
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "conv_saveable": lambda primitive, *_, **__: primitive is jax.lax.conv_general_dilated_p,
+}
 
 
 def default_init(scale: float = 1.0) -> nn.initializers.Initializer:
@@ -33,10 +54,12 @@ def default_init(scale: float = 1.0) -> nn.initializers.Initializer:
 
 
 def conv(
-    x: Array, features: int, size: int = 3, stride: int = 1, init_scale: float = 1.0
+    x: Array, features: int, size: int = 3, stride: int = 1, init_scale: float = 1.0,
+    dtype: Dtype = None,
 ) -> Array:
     """A ``size × size`` 'SAME' convolution with bias, DDPM initialisation (score_sde's
-    ``ddpm_conv3x3`` / ``ddpm_conv1x1``), created in the calling compact module."""
+    ``ddpm_conv3x3`` / ``ddpm_conv1x1``), computed in ``dtype``, created in the calling compact
+    module."""
     return nn.Conv(
         features,
         kernel_size=(size, size),
@@ -44,11 +67,13 @@ def conv(
         padding="SAME",
         kernel_init=default_init(init_scale),
         bias_init=nn.initializers.zeros,
+        dtype=dtype,
     )(x)
 
 
-def group_norm(x: Array) -> Array:
-    """GroupNorm with ``min(C // 4, 32)`` groups, eps 1e-6, per example (score_sde's NCSN++).
+def group_norm(x: Array, dtype: Dtype = None) -> Array:
+    """GroupNorm with ``min(C // 4, 32)`` groups, eps 1e-6, per example (score_sde's NCSN++);
+    the statistics in at least float32, the output in ``dtype``.
 
     Raises ``ValueError`` when that group count does not divide the channel count C.
     """
@@ -60,7 +85,7 @@ def group_norm(x: Array) -> Array:
             "divide C; choose nf so that every width nf*ch_mult (and the concatenated skip "
             "widths) is divisible by its group count"
         )
-    return nn.GroupNorm(num_groups=groups, epsilon=1e-6)(x)
+    return nn.GroupNorm(num_groups=groups, epsilon=1e-6, dtype=dtype)(x)
 
 
 def residual_sum(x: Array, h: Array, skip_rescale: bool) -> Array:
@@ -107,6 +132,7 @@ class Combine(nn.Module):
     concatenation (``"cat"``) or sum (``"sum"``) (score_sde's progressive input combiner)."""
 
     method: str = "cat"
+    dtype: Dtype = None
 
     def __post_init__(self) -> None:
         if self.method not in ("cat", "sum"):
@@ -115,7 +141,7 @@ class Combine(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, y: Array) -> Array:
-        h = conv(x, y.shape[-1], size=1)
+        h = conv(x, y.shape[-1], size=1, dtype=self.dtype)
         return jnp.concatenate([h, y], axis=-1) if self.method == "cat" else h + y
 
 
@@ -123,20 +149,24 @@ class AttnBlockpp(nn.Module):
     """Self-attention over the pixels of one image (DDPM's attention block, NCSN++ variant).
 
     h = GroupNorm(x); q, k, v = NIN(h); w = softmax over all H·W key pixels of q·k / √C;
-    out = NIN_{init_scale}(w v); returns x + out, divided by √2 when ``skip_rescale``.
+    out = NIN_{init_scale}(w v); returns x + out, divided by √2 when ``skip_rescale``. The
+    softmax runs in at least float32.
     """
 
     skip_rescale: bool = False
     init_scale: float = 0.0
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         b, height, width, c = x.shape
-        h = group_norm(x)
+        h = group_norm(x, self.dtype)
         q, k, v = NIN(c)(h), NIN(c)(h), NIN(c)(h)
         logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * (c**-0.5)
-        weights = jax.nn.softmax(logits.reshape(b, height, width, height * width), axis=-1)
-        h = jnp.einsum("bhwHW,bHWc->bhwc", weights.reshape(logits.shape), v)
+        logits = logits.reshape(b, height, width, height * width)
+        weights = jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
+                                 axis=-1).astype(v.dtype)
+        h = jnp.einsum("bhwHW,bHWc->bhwc", weights.reshape(b, height, width, height, width), v)
         h = NIN(c, init_scale=self.init_scale)(h)
         return residual_sum(x, h, self.skip_rescale)
 
@@ -153,6 +183,7 @@ class Upsample(nn.Module):
     fir: bool = False
     fir_kernel: tuple[int, ...] = RESAMPLE_KERNEL
     conv_size: int = 3
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -165,7 +196,7 @@ class Upsample(nn.Module):
         if self.fir:
             return updown.upsample_2d(x, self.fir_kernel, factor=2)
         h = updown.naive_upsample_2d(x, factor=2)
-        return conv(h, out_ch, self.conv_size) if self.with_conv else h
+        return conv(h, out_ch, self.conv_size, dtype=self.dtype) if self.with_conv else h
 
 
 class Downsample(nn.Module):
@@ -180,6 +211,7 @@ class Downsample(nn.Module):
     fir: bool = False
     fir_kernel: tuple[int, ...] = RESAMPLE_KERNEL
     conv_size: int = 3
+    dtype: Dtype = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -192,7 +224,7 @@ class Downsample(nn.Module):
         if self.fir:
             return updown.downsample_2d(x, self.fir_kernel, factor=2)
         if self.with_conv:
-            return conv(x, out_ch, self.conv_size, stride=2)
+            return conv(x, out_ch, self.conv_size, stride=2, dtype=self.dtype)
         return updown.naive_downsample_2d(x, factor=2)
 
 
@@ -200,7 +232,8 @@ class ResnetBlockDDPMpp(nn.Module):
     """DDPM's residual block: GN → act → conv → (+ Dense(act(temb))) → GN → act → dropout →
     conv(init_scale); the skip is a NIN (or, ``conv_shortcut``, a conv) when the width changes;
     the sum is divided by √2 when ``skip_rescale``. The block of DDPM itself is
-    ``init_scale=0, skip_rescale=False``."""
+    ``init_scale=0, skip_rescale=False``. Computed in ``dtype``, checkpointed under the policy
+    ``remat`` names (:func:`checkpointed`)."""
 
     out_ch: int | None = None
     nonlinearity: str = "swish"
@@ -209,18 +242,25 @@ class ResnetBlockDDPMpp(nn.Module):
     skip_rescale: bool = False
     init_scale: float = 0.0
     conv_size: int = 3
+    dtype: Dtype = None
+    remat: str = "none"
+
+    def __call__(self, x: Array, temb: Array | None = None, train: bool = False) -> Array:
+        return checkpointed(self, x, temb, train)
 
     @nn.compact
-    def __call__(self, x: Array, temb: Array | None = None, train: bool = False) -> Array:
+    def forward(self, x: Array, temb: Array | None, train: bool) -> Array:
+        """The block's computation (``__call__`` runs it, checkpointed or not)."""
         act = get_activation(self.nonlinearity, "nonlinearity")
         out_ch = self.out_ch or x.shape[-1]
-        h = conv(act(group_norm(x)), out_ch, self.conv_size)
-        h = _add_time_bias(h, temb, act)
-        h = act(group_norm(h))
+        h = conv(act(group_norm(x, self.dtype)), out_ch, self.conv_size, dtype=self.dtype)
+        h = _add_time_bias(h, temb, act, self.dtype)
+        h = act(group_norm(h, self.dtype))
         h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
-        h = conv(h, out_ch, self.conv_size, init_scale=self.init_scale)
+        h = conv(h, out_ch, self.conv_size, init_scale=self.init_scale, dtype=self.dtype)
         if x.shape[-1] != out_ch:
-            x = conv(x, out_ch, self.conv_size) if self.conv_shortcut else NIN(out_ch)(x)
+            x = (conv(x, out_ch, self.conv_size, dtype=self.dtype) if self.conv_shortcut
+                 else NIN(out_ch)(x))
         return residual_sum(x, h, self.skip_rescale)
 
 
@@ -229,7 +269,8 @@ class ResnetBlockBigGANpp(nn.Module):
 
     GN → act → resample (FIR with ``fir_kernel``, or nearest / average pooling) → conv →
     (+ Dense(act(temb))) → GN → act → dropout → conv(init_scale); the skip is resampled the same
-    way and goes through a 1×1 conv when the width changes or it resamples.
+    way and goes through a 1×1 conv when the width changes or it resamples. Computed in
+    ``dtype``, checkpointed under the policy ``remat`` names (:func:`checkpointed`).
     """
 
     out_ch: int | None = None
@@ -242,6 +283,8 @@ class ResnetBlockBigGANpp(nn.Module):
     skip_rescale: bool = True
     init_scale: float = 0.0
     conv_size: int = 3
+    dtype: Dtype = None
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         if self.up and self.down:
@@ -259,27 +302,53 @@ class ResnetBlockBigGANpp(nn.Module):
             return updown.naive_downsample_2d(x, factor=2)
         return x
 
-    @nn.compact
     def __call__(self, x: Array, temb: Array | None = None, train: bool = False) -> Array:
+        return checkpointed(self, x, temb, train)
+
+    @nn.compact
+    def forward(self, x: Array, temb: Array | None, train: bool) -> Array:
+        """The block's computation (``__call__`` runs it, checkpointed or not)."""
         act = get_activation(self.nonlinearity, "nonlinearity")
         out_ch = self.out_ch or x.shape[-1]
-        h = self._resample(act(group_norm(x)))
+        h = self._resample(act(group_norm(x, self.dtype)))
         skip = self._resample(x)
-        h = conv(h, out_ch, self.conv_size)
-        h = _add_time_bias(h, temb, act)
-        h = act(group_norm(h))
+        h = conv(h, out_ch, self.conv_size, dtype=self.dtype)
+        h = _add_time_bias(h, temb, act, self.dtype)
+        h = act(group_norm(h, self.dtype))
         h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
-        h = conv(h, out_ch, self.conv_size, init_scale=self.init_scale)
+        h = conv(h, out_ch, self.conv_size, init_scale=self.init_scale, dtype=self.dtype)
         if x.shape[-1] != out_ch or self.up or self.down:
-            skip = conv(skip, out_ch, size=1)
+            skip = conv(skip, out_ch, size=1, dtype=self.dtype)
         return residual_sum(skip, h, self.skip_rescale)
 
 
-def _add_time_bias(h: Array, temb: Array | None, act: Callable[[Array], Array]) -> Array:
-    """h + Dense(act(temb)) as a per-channel bias; ``temb=None`` (unconditional) adds nothing.
+def check_remat(remat: str) -> None:
+    """``remat`` must name a policy of :data:`REMAT_POLICIES` (``ValueError`` otherwise)."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat={remat!r} is not a checkpoint policy; allowed: "
+                         f"{list(REMAT_POLICIES)}")
+
+
+def checkpointed(block: nn.Module, x: Array, temb: Array | None, train: bool) -> Array:
+    """``block.forward(x, temb, train)``, under ``jax.checkpoint`` with the policy that
+    ``block.remat`` names (:data:`REMAT_POLICIES`; "none" runs it as it is). The lifted
+    method keeps the block's parameter names, so a checkpointed network has the same parameter
+    tree as a plain one, and the same outputs and gradients."""
+    check_remat(block.remat)
+    policy = REMAT_POLICIES[block.remat]
+    if policy is None:
+        return block.forward(x, temb, train)
+    forward = nn.remat(type(block).forward, policy=policy, static_argnums=(3,))
+    return forward(block, x, temb, train)
+
+
+def _add_time_bias(h: Array, temb: Array | None, act: Callable[[Array], Array],
+                   dtype: Dtype = None) -> Array:
+    """h + Dense(act(temb)) as a per-channel bias, computed in ``dtype``; ``temb=None``
+    (unconditional) adds nothing.
 
     Called inside a compact block, so the Dense belongs to that block."""
     if temb is None:
         return h
-    bias = nn.Dense(h.shape[-1], kernel_init=default_init())(act(temb))
+    bias = nn.Dense(h.shape[-1], kernel_init=default_init(), dtype=dtype)(act(temb))
     return h + bias[:, None, None, :]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,8 +32,16 @@ ATTENTION_TYPES = ("ddpm",)
 EMBEDDING_TYPES = ("fourier", "positional")
 
 
+#: The computation dtypes of the U-Nets (``dtype``; None: that of the inputs and parameters).
+COMPUTE_DTYPES = (None, jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+
+
 def check_unet_fields(module: nn.Module) -> None:
     """Validate the fields NCSN++ and DDPM share (``ValueError`` naming field, value, allowed)."""
+    if module.dtype is not None and jnp.dtype(module.dtype) not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype={module.dtype!r} is not allowed; allowed: None, float32, "
+                         "bfloat16")
+    layerspp.check_remat(module.remat)
     check_positive_int("nf", module.nf)
     if len(module.ch_mult) == 0:
         raise ValueError(
@@ -81,6 +90,14 @@ class NCSNpp(nn.Module):
     ``conv_size`` is the kernel size of every 3×3 convolution (score_sde's configs set 3 and its
     code always uses 3).
 
+    Memory and precision (the train step sets them from ``training.compute_dtype`` and
+    ``training.remat``): ``dtype`` is the dtype of the activations and convolutions (None: the
+    input's; bfloat16 for mixed precision: the parameters stay float32, the time embedding's
+    Fourier features, GroupNorm's statistics and attention's softmax are computed in float32, and
+    the output is cast back to the input's dtype); ``remat`` names the ``jax.checkpoint`` policy
+    of the residual blocks (``layerspp.REMAT_POLICIES``; "none": activations are stored). Neither
+    changes the parameters.
+
     Time: ``embedding_type="fourier"``: ``2 nf`` Gaussian Fourier features (``fourier_scale``,
     a stop-gradient parameter ``W``); ``"positional"``: the ``nf``-dim sinusoidal embedding;
     then Dense(4nf) → act → Dense(4nf), added in every residual block. Unused when
@@ -116,6 +133,8 @@ class NCSNpp(nn.Module):
     conv_size: int = 3
     nonlinearity: str = "swish"
     centered: bool = False
+    dtype: Any = None
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         check_unet_fields(self)
@@ -145,8 +164,9 @@ class NCSNpp(nn.Module):
             temb = layerspp.GaussianFourierProjection(self.nf, self.fourier_scale)(cond)
         else:
             temb = sinusoidal_embedding(cond, self.nf)
-        temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init())(temb)
-        return nn.Dense(4 * self.nf, kernel_init=layerspp.default_init())(act(temb))
+        dense = functools.partial(nn.Dense, 4 * self.nf, kernel_init=layerspp.default_init(),
+                                  dtype=self.dtype)
+        return dense()(act(dense()(temb)))
 
     @nn.compact
     def __call__(self, x: Array, cond: Array, train: bool = False) -> Array:
@@ -155,34 +175,39 @@ class NCSNpp(nn.Module):
         check_unet_input(x, cond, levels)
         act = get_activation(self.nonlinearity, "nonlinearity")
         fir_kernel = tuple(self.fir_kernel)
+        out_dtype = x.dtype
         temb = self._embed(cond.astype(jnp.promote_types(cond.dtype, jnp.float32)), act)
         if temb is not None:
-            temb = temb.astype(x.dtype)
+            temb = temb.astype(x.dtype if self.dtype is None else self.dtype)
 
         attn = functools.partial(
-            layerspp.AttnBlockpp, skip_rescale=self.skip_rescale, init_scale=self.init_scale
+            layerspp.AttnBlockpp, skip_rescale=self.skip_rescale, init_scale=self.init_scale,
+            dtype=self.dtype,
         )
-        resample = dict(fir=self.fir, fir_kernel=fir_kernel, conv_size=self.conv_size)
+        resample = dict(fir=self.fir, fir_kernel=fir_kernel, conv_size=self.conv_size,
+                        dtype=self.dtype)
         if self.resblock_type == "ddpm":
             resblock = functools.partial(
                 layerspp.ResnetBlockDDPMpp, nonlinearity=self.nonlinearity, dropout=self.dropout,
                 init_scale=self.init_scale, skip_rescale=self.skip_rescale,
-                conv_size=self.conv_size,
+                conv_size=self.conv_size, dtype=self.dtype, remat=self.remat,
             )
         else:
             resblock = functools.partial(
                 layerspp.ResnetBlockBigGANpp, nonlinearity=self.nonlinearity,
                 dropout=self.dropout, init_scale=self.init_scale,
-                skip_rescale=self.skip_rescale, **resample,
+                skip_rescale=self.skip_rescale, remat=self.remat, **resample,
             )
 
         if not self.centered:
             x = 2.0 * x - 1.0
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
         channels = x.shape[-1]
 
         # Downsampling path.
         input_pyramid = x
-        hs = [layerspp.conv(x, self.nf, self.conv_size)]
+        hs = [layerspp.conv(x, self.nf, self.conv_size, dtype=self.dtype)]
         for level, mult in enumerate(self.ch_mult):
             for _ in range(self.num_res_blocks):
                 h = resblock(out_ch=self.nf * mult)(hs[-1], temb, train)
@@ -197,7 +222,8 @@ class NCSNpp(nn.Module):
                 h = resblock(down=True)(hs[-1], temb, train)
             if self.progressive_input == "input_skip":
                 input_pyramid = layerspp.Downsample(with_conv=False, **resample)(input_pyramid)
-                h = layerspp.Combine(method=self.progressive_combine)(input_pyramid, h)
+                h = layerspp.Combine(method=self.progressive_combine, dtype=self.dtype)(
+                    input_pyramid, h)
             elif self.progressive_input == "residual":
                 input_pyramid = layerspp.Downsample(
                     out_ch=h.shape[-1], with_conv=True, **resample
@@ -222,8 +248,8 @@ class NCSNpp(nn.Module):
 
             if self.progressive == "output_skip":
                 out = layerspp.conv(
-                    act(layerspp.group_norm(h)), channels, self.conv_size,
-                    init_scale=self.init_scale,
+                    act(layerspp.group_norm(h, self.dtype)), channels, self.conv_size,
+                    init_scale=self.init_scale, dtype=self.dtype,
                 )
                 if pyramid is None:
                     pyramid = out
@@ -233,7 +259,8 @@ class NCSNpp(nn.Module):
                 if pyramid is None:
                     # score_sde computes this top-level projection but does not add it to h.
                     pyramid = layerspp.conv(
-                        act(layerspp.group_norm(h)), h.shape[-1], self.conv_size
+                        act(layerspp.group_norm(h, self.dtype)), h.shape[-1], self.conv_size,
+                        dtype=self.dtype,
                     )
                 else:
                     pyramid = layerspp.Upsample(
@@ -248,6 +275,8 @@ class NCSNpp(nn.Module):
                     h = resblock(up=True)(h, temb, train)
 
         if self.progressive == "output_skip":
-            return pyramid
-        h = act(layerspp.group_norm(h))
-        return layerspp.conv(h, channels, self.conv_size, init_scale=self.init_scale)
+            return pyramid.astype(out_dtype)
+        h = act(layerspp.group_norm(h, self.dtype))
+        h = layerspp.conv(h, channels, self.conv_size, init_scale=self.init_scale,
+                          dtype=self.dtype)
+        return h.astype(out_dtype)

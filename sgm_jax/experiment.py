@@ -111,9 +111,9 @@ class Experiment:
     (:meth:`step_losses`). ``sampler(score_model, shape, key) -> (samples, nfe)``;
     ``num_samples`` is the number ``--mode=sample`` draws (``sampling.num_samples``, also the
     image evaluation's sample grid); ``task`` the conditional task of ``--mode=sample``
-    (``sampling.task``; None: unconditional samples). ``train_network`` is ``network`` as the train step runs it
-    (``training.compute_dtype`` and ``training.remat``; ``network`` itself when both are the
-    defaults): the same parameters, evaluated in float32 everywhere else.
+    (``sampling.task``; None: unconditional samples). ``train_network`` is ``network`` as the
+    train step runs it (``training.compute_dtype`` and ``training.remat``; ``network`` itself
+    when both are the defaults): the same parameters, evaluated in float32 everywhere else.
     """
 
     name: str

@@ -21,16 +21,16 @@ from configs.default_cifar10 import get_default_configs
 def get_digits_config():
     config = get_default_configs()
     config.data.dataset = "digits"
-    config.data.image_size = 16
+    config.data.image_size = 8
     config.data.num_channels = 1
     config.data.random_flip = False
-    config.model.nf = 16
+    config.model.nf = 32
     config.model.ch_mult = (1, 2, 2)
     config.model.num_res_blocks = 1
-    config.model.attn_resolutions = (8,)
-    config.sde.sigma_max = 10.0
+    config.model.attn_resolutions = (4,)
+    config.sde.sigma_max = 5.0
     config.training.batch_size = 32
-    config.training.n_iters = 2000
+    config.training.n_iters = 4000
     config.training.n_jitted_steps = 1
     config.training.log_freq = 100
     config.training.eval_freq = 500
@@ -39,6 +39,7 @@ def get_digits_config():
     config.training.keep_every = 0
     config.training.snapshot_num_samples = 64
     config.optim.warmup = 200
+    config.optim.ema_warmup = "num_updates"
     config.sde.num_scales = 100
     config.eval.batch_size = 128
     config.eval.num_samples = 512

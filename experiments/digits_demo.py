@@ -51,13 +51,28 @@ KID_SUBSET = 100
 KID_SUBSETS = 100
 
 
+def _split_overrides(overrides: str) -> list[str]:
+    """``FIELD=VALUE,FIELD=VALUE`` split at the commas outside brackets (a value may be a JSON
+    list such as ``[1, 2]``)."""
+    items, depth, current = [], 0, ""
+    for char in overrides:
+        depth += (char in "[(") - (char in "])")
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [item for item in items + [current] if item]
+
+
 def load_config(spec: str):
     """``CONFIG[:FIELD=VALUE,...]`` -> the config of the file with the overrides applied (values
-    parsed as Python literals when they are, strings otherwise)."""
+    parsed as JSON when they are, strings otherwise; a JSON list becomes a tuple where the field
+    holds a tuple)."""
     path, _, overrides = spec.partition(":")
     config = runpy.run_path(os.path.join(ROOT, path) if not os.path.isabs(path) else path)[
         "get_config"]()
-    for item in filter(None, overrides.split(",")):
+    for item in _split_overrides(overrides):
         field, _, value = item.partition("=")
         try:
             value = json.loads(value)
@@ -69,6 +84,8 @@ def load_config(spec: str):
             target = target[name]
         if leaf not in target:
             raise ValueError(f"unknown config field {field!r} in --run {spec!r}.")
+        if isinstance(value, list) and isinstance(target[leaf], tuple):
+            value = tuple(value)
         target[leaf] = value
     return config
 

@@ -1,5 +1,5 @@
 """A small image classifier whose penultimate activations are a feature space for FID / KID /
-PRDC where the FID Inception network does not apply (the 16×16 grey digits of the offline
+PRDC where the FID Inception network does not apply (the 8×8 grey digits of the offline
 demonstration: Inception needs its weight file and 299×299 RGB inputs).
 
 Distances in this space are not comparable with Inception FIDs: the numbers it gives measure
@@ -9,10 +9,13 @@ data), nothing more. The classifier is trained by cross-entropy on the training 
 of the data set and the key.
 
 The network is a multilayer perceptron on the flattened pixels: ``hidden`` swish units, then
-``feature_dim`` swish units (the features), then the class logits. On 16×16 digits it reaches
-98 % held-out accuracy after a few seconds of CPU training, where a convolutional network of
-the same accuracy costs minutes; it sees each image on its own, so the features of an image do
-not depend on the rest of its batch.
+``feature_dim`` swish units (the features), then the class logits; it sees each image on its
+own, so the features of an image do not depend on the rest of its batch. It trains in seconds
+on a CPU. Gaussian noise of standard deviation ``input_noise`` (0.2 on the [0, 1] pixel scale)
+added to every training image is what lifts it above 98 % held-out accuracy on the native 8×8
+digits (2,000 steps, seeds 0–3): 98.3–98.6 % with the noise, 96.7–97.2 % without it, 97.5–98.6 %
+with σ = 0.1. The noise also makes the network less sure of inputs that are not digits: it gives
+a top-class probability ≥ 0.9 to 7–10 % of uniformly random 8×8 images (11–13 % without it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ Array = jax.Array
 #: conditional image evaluation without Inception, ``sgm_jax.evaluate.conditional_images``).
 FEATURE_SEED = 0
 FEATURE_STEPS = 2000
+FEATURE_INPUT_NOISE = 0.2
 
 
 class FeatureClassifier(nn.Module):
@@ -59,10 +63,12 @@ def _check_images(name: str, images: np.ndarray) -> np.ndarray:
 
 def train_feature_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, key: Array,
                              *, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
-                             hidden: int = 256, feature_dim: int = 64
+                             hidden: int = 256, feature_dim: int = 64,
+                             input_noise: float = FEATURE_INPUT_NOISE
                              ) -> tuple[FeatureClassifier, dict]:
     """Trains a :class:`FeatureClassifier` on uint8 ``images`` [N, H, W, C] and int ``labels``
-    [N] by cross-entropy (Adam, cosine decay of ``lr``, random minibatches drawn with ``key``);
+    [N] by cross-entropy (Adam, cosine decay of ``lr``, random minibatches drawn with ``key``,
+    each image in [0, 1] plus Gaussian noise of standard deviation ``input_noise``, 0 for none);
     returns the module and its parameters."""
     images = _check_images("images", images)
     labels = np.asarray(labels)
@@ -71,6 +77,8 @@ def train_feature_classifier(images: np.ndarray, labels: np.ndarray, num_classes
                          f" got shape {labels.shape}, range [{labels.min()}, {labels.max()}].")
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
+    if not input_noise >= 0:
+        raise ValueError(f"input_noise must be a number >= 0; got {input_noise!r}.")
     module = FeatureClassifier(num_classes, hidden, feature_dim)
     k_init, k_batches = jax.random.split(key)
     x_all = jnp.asarray(images, jnp.float32) / 255.0
@@ -86,8 +94,11 @@ def train_feature_classifier(images: np.ndarray, labels: np.ndarray, num_classes
     def fit(params, x_all, y_all, keys):
         def step(carry, key):
             params, opt_state = carry
-            rows = jax.random.randint(key, (batch_size,), 0, x_all.shape[0])
-            grads = jax.grad(loss)(params, x_all[rows], y_all[rows])
+            k_rows, k_noise = jax.random.split(key)
+            rows = jax.random.randint(k_rows, (batch_size,), 0, x_all.shape[0])
+            x = x_all[rows]
+            x = x + input_noise * jax.random.normal(k_noise, x.shape)
+            grads = jax.grad(loss)(params, x, y_all[rows])
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 

@@ -40,3 +40,31 @@ def command_line(script: str, argv: list[str] | None = None, drop: tuple[str, ..
 
     given = sys.argv[1:] if argv is None else argv
     return f"python {script} " + " ".join(relative(a) for a in given if a not in drop)
+
+
+def write_section(path: str, heading: str, text: str) -> None:
+    """Puts ``text`` (which starts with the line ``heading``, e.g. ``"## Ablation"``) in the
+    markdown file ``path`` in place of its section of that heading: from the heading's line to
+    the next heading of the same or a higher level outside code fences, or to the end. A file
+    without the section gets it at its end; a missing file is created with it."""
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = []
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.read().split("\n")
+    new = text.rstrip("\n").split("\n")
+    if heading in lines:
+        start = lines.index(heading)
+        end, fenced = len(lines), False
+        for i in range(start + 1, len(lines)):
+            fenced ^= lines[i].startswith("```")
+            depth = len(lines[i]) - len(lines[i].lstrip("#"))
+            if not fenced and 0 < depth <= level and lines[i][depth:depth + 1] == " ":
+                end = i
+                break
+        lines[start:end] = new + ([""] if end < len(lines) else [])
+    else:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += ([""] if lines else []) + new
+    write_text(path, "\n".join(lines).rstrip("\n") + "\n")

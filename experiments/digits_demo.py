@@ -1,4 +1,4 @@
-"""The image pipeline end to end on 2 CPU cores: NCSN++ on scikit-learn's digits (16×16 grey),
+"""The image pipeline end to end on 2 CPU cores: NCSN++ on scikit-learn's digits (8×8 grey),
 trained and evaluated through ``main.py``'s code path, as U, QC and the two cheaper QC schedules.
 
 For every run ``NAME=CONFIG`` (a config file, optionally followed by ``:FIELD=VALUE,...``
@@ -137,11 +137,15 @@ def _cell(value, decimals) -> str:
 
 
 def markdown(rows: dict[str, dict], command: str, figure: str, grids: dict[str, str],
-             num_samples: int, num_test: int) -> str:
+             num_samples: int, num_test: int, config) -> str:
+    """The results file: the table of every run, the Asym figure, the sample grids and the
+    command; the sampler and image size named are those of ``config`` (the first run's)."""
+    size, sampling = config.data.image_size, config.sampling
     header = "| run | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [
         "# Digits: the image pipeline on 2 CPU cores", "",
-        "NCSN++ (VE SDE) on scikit-learn's digits, 16×16 grey, trained and evaluated through "
+        f"NCSN++ (VE SDE) on scikit-learn's digits, {size}×{size} grey, trained and evaluated "
+        "through "
         "`main.py`'s code path (`experiments/digits_demo.py`). FID, KID and PRDC (k = 3) are "
         f"computed on {num_samples} samples against the {num_test} test images **in the feature "
         "space of a small digits classifier trained by the library** "
@@ -151,7 +155,7 @@ def markdown(rows: dict[str, dict], command: str, figure: str, grids: dict[str, 
         "the test split: the value a perfect model would get with this many samples. bits/dim on "
         "the first 128 test images (one pass, uniform dequantisation, Hutchinson divergence), "
         "Asym / NAsym (QCSGM Eqs. A10–A11) averaged over the evaluation's 20 noise levels, NFE of the PC sampler (reverse diffusion + "
-        "Langevin, snr 0.16, N = 100) per sample; training steps per second on the 2-core "
+        f"Langevin, snr {sampling.snr:g}, N = {config.sde.num_scales}) per sample; training steps per second on the 2-core "
         "CPU (median over the logged windows, one device).", "",
         header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, row in rows.items():
@@ -171,8 +175,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runs = dict(item.split("=", 1) for item in args.run)
 
-    train_split = load_split("digits", "train", image_size=16)
-    test_split = load_split("digits", "test", image_size=16)
+    image_size = load_config(next(iter(runs.values()))).data.image_size
+    train_split = load_split("digits", "train", image_size=image_size)
+    test_split = load_split("digits", "test", image_size=image_size)
     key = jax.random.PRNGKey(FEATURE_SEED)
     features = fit_feature_space(train_split.x, train_split.labels, 10)
     accuracy = float(np.mean(np.argmax(features(test_split.x)[1], -1) == test_split.labels))
@@ -201,7 +206,8 @@ def main(argv=None) -> None:
     rows["data"]["classifier_accuracy"] = accuracy
     command = command_line("experiments/digits_demo.py", argv)
     write_keeping_discussion(args.out, markdown(rows, command, figure, grids, num_samples,
-                                                len(test_split.x)))
+                                                len(test_split.x),
+                                                load_config(next(iter(runs.values())))))
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(rows, f, indent=2)
     print(f"wrote {args.out}")

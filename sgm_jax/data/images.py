@@ -22,10 +22,10 @@ The "test" split is the one score_sde evaluates on, or the only held-out split.
 CelebA's largest size is its 140×140 central crop (score_sde trains at 64).
 
 The digits set is scikit-learn's bundled ``load_digits`` (1,797 8×8 grey images with values
-0–16, no download): the values are mapped to 255·v/16, upsampled bilinearly (half-pixel centres,
-the same resize as above) to 16×16 (or resized to ``image_size``) and rounded to uint8. Bilinear
-upsampling keeps the strokes smooth (pixel replication would leave 2×2 blocks) and every value a
-convex combination of the originals, so inside [0, 255]. Its split is deterministic: example i
+0–16, no download): the values are mapped to 255·v/16 and rounded to uint8, at their own 8×8
+(the digits configs) or resized bilinearly (half-pixel centres, the same resize as above) to
+``image_size`` up to 16. Bilinear upsampling keeps the strokes smooth (pixel replication would
+leave 2×2 blocks) and every value a convex combination of the originals, so inside [0, 255]. Its split is deterministic: example i
 (in scikit-learn's order) is a test example when i mod 5 = 4 (359 images), a training example
 otherwise (1,438).
 """

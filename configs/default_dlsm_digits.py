@@ -1,4 +1,4 @@
-"""Shared defaults of the DLSM demonstration on the offline digits (16×16 grey, 10 classes), on 2
+"""Shared defaults of the DLSM demonstration on the offline digits (8×8 grey, 10 classes), on 2
 CPU cores: ``configs/dlsm/digits_{base,scaling,dlsm}.py``.
 
 Score half: identical to ``configs/ve/digits_u.py`` (``configs/default_digits.py``), so that

@@ -103,7 +103,8 @@ def _seconds(value) -> str:
 def markdown(rows: dict[str, dict], command: str, accuracy: float) -> str:
     lines = [
         SECTION, "",
-        "Each row changes the recipe (`configs/ve/digits_u.py`, first row) in the fields named, "
+        "Each row changes the recipe (`configs/ve/digits_u.py`, row \"recipe\") in the fields "
+        "named, "
         f"trains it, draws {NUM_SAMPLES} samples with `--mode=sample`'s sampler and judges them "
         f"as above (judge accuracy {accuracy:.1%}; data: FID ratio 1 by definition). Train and "
         "sample times are wall clock on the 2-core machine, "

@@ -51,6 +51,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 
 from report import write_section  # noqa: E402
+from sgm_jax import plots  # noqa: E402
 from sgm_jax.data.images import load_split  # noqa: E402
 from sgm_jax.metrics import fid  # noqa: E402
 from sgm_jax.metrics.feature_classifier import (  # noqa: E402
@@ -73,6 +74,9 @@ MIN_ACCURACY = 0.97
 #: The train command's budget on the 2-core machine, in seconds.
 TIME_BUDGET_S = 15 * 60
 SECTION = "## The recipe and its measure"
+#: The picture of the results file: the first 100 samples, each pixel drawn as a square of
+#: this side, beside the results file.
+PICTURE, PICTURE_SCALE = "digits_samples.png", 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +200,7 @@ def timed(command: list[str]) -> dict:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
-    return {"command": shlex.join(command), "wall_s": wall, "cpu_s": cpu,
+    return {"command": shlex.join(["python", *command[1:]]), "wall_s": wall, "cpu_s": cpu,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
@@ -247,7 +251,8 @@ def markdown(results: dict) -> str:
             f"{_cell(row['fid_ratio'], '.2f')} | {row['pixel_mean']:.3f} | "
             f"{row['pixel_std']:.3f} | {passes} |")
     lines += ["", f"Class counts of the samples (0–9): "
-              f"{results['rows']['samples']['class_counts']}.", ""]
+              f"{results['rows']['samples']['class_counts']}.", "",
+              f"The first 100 samples: ![digits samples]({PICTURE})", ""]
     return "\n".join(lines)
 
 
@@ -260,7 +265,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--override", action="append", default=[], metavar="--config.A.B=V",
                         help="a config override passed to both commands")
     parser.add_argument("--out", default="", help="a results markdown file to write the section "
-                                                  "to (and a .json beside the workdir's)")
+                                                  "to (and a .json and the picture beside it)")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     shown = os.path.relpath(workdir, ROOT)
@@ -285,6 +290,9 @@ def main(argv=None) -> dict:
     with open(stored, "w") as f:
         json.dump(results, f, indent=2)
     if args.out:
+        big = np.repeat(np.repeat(samples[:100], PICTURE_SCALE, 1), PICTURE_SCALE, 2)
+        plots.save_image_grid(os.path.join(os.path.dirname(args.out), PICTURE),
+                              big.astype(np.float32) / 255.0)
         write_section(args.out, SECTION, markdown(results))
         with open(os.path.join(os.path.dirname(args.out), "digits_measure.json"), "w") as f:
             json.dump(results, f, indent=2)

@@ -130,8 +130,8 @@ def test_sample_mode_writes_the_grid_and_npz(trained):
 
 
 def test_evaluation_with_every_part_off_writes_its_results(trained, tmp_path):
-    """Sampling, bits/dim and Asym all off (as experiments/digits_ablation.py trains) in a run
-    that has no evaluation folder yet: the results file holds the step and the settings."""
+    """Sampling, bits/dim and Asym all off in a run that has no evaluation folder yet: the
+    results file holds the step and the settings."""
     workdir, config, _, _ = trained
     config = copy.deepcopy(config)
     config.eval.enable_sampling = config.eval.enable_bpd = config.eval.enable_asym = False

@@ -145,8 +145,7 @@ def markdown(rows: dict[str, dict], command: str, figure: str, grids: dict[str, 
     lines = [
         "# Digits: the image pipeline on 2 CPU cores", "",
         f"NCSN++ (VE SDE) on scikit-learn's digits, {size}×{size} grey, trained and evaluated "
-        "through "
-        "`main.py`'s code path (`experiments/digits_demo.py`). FID, KID and PRDC (k = 3) are "
+        "through `main.py`'s code path (`experiments/digits_demo.py`). FID, KID and PRDC (k = 3) are "
         f"computed on {num_samples} samples against the {num_test} test images **in the feature "
         "space of a small digits classifier trained by the library** "
         "(`sgm_jax.metrics.feature_classifier`, "
@@ -154,9 +153,10 @@ def markdown(rows: dict[str, dict], command: str, figure: str, grids: dict[str, 
         "compare these runs with each other only. The \"data\" row is the training split against "
         "the test split: the value a perfect model would get with this many samples. bits/dim on "
         "the first 128 test images (one pass, uniform dequantisation, Hutchinson divergence), "
-        "Asym / NAsym (QCSGM Eqs. A10–A11) averaged over the evaluation's 20 noise levels, NFE of the PC sampler (reverse diffusion + "
-        f"Langevin, snr {sampling.snr:g}, N = {config.sde.num_scales}) per sample; training steps per second on the 2-core "
-        "CPU (median over the logged windows, one device).", "",
+        "Asym / NAsym (QCSGM Eqs. A10–A11) averaged over the evaluation's "
+        f"{config.eval.asym_num_levels} noise levels, NFE of the PC sampler (reverse diffusion + "
+        f"Langevin, snr {sampling.snr:g}, N = {config.sde.num_scales}) per sample; training steps "
+        "per second on the 2-core CPU (median over the logged windows, one device).", "",
         header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(row.get(k), d) for k, _, d in COLUMNS)

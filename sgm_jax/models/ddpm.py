@@ -79,7 +79,8 @@ class DDPM(nn.Module):
             temb = sinusoidal_embedding(cond, self.nf)
             dense = functools.partial(nn.Dense, 4 * self.nf, kernel_init=layerspp.default_init(),
                                       dtype=self.dtype)
-            temb = dense()(act(dense()(temb))).astype(dtype)
+            temb = dense()(temb)
+            temb = dense()(act(temb)).astype(dtype)
 
         h = (x if self.centered else 2.0 * x - 1.0).astype(dtype)
         hs = [layerspp.conv(h, self.nf, dtype=self.dtype)]

@@ -166,7 +166,8 @@ class NCSNpp(nn.Module):
             temb = sinusoidal_embedding(cond, self.nf)
         dense = functools.partial(nn.Dense, 4 * self.nf, kernel_init=layerspp.default_init(),
                                   dtype=self.dtype)
-        return dense()(act(dense()(temb)))
+        temb = dense()(temb)
+        return dense()(act(temb))
 
     @nn.compact
     def __call__(self, x: Array, cond: Array, train: bool = False) -> Array:

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import gpu
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_writes_every_row_it_runs(tmp_path):
     """The lazy-QC rows (both of its programs) in bfloat16 and the digits demo's train loop;
     the other variants and float32 run the same code with another config."""

@@ -57,6 +57,7 @@ def test_bad_images_are_refused():
                                  jax.random.PRNGKey(0), input_noise=-0.1)
 
 
+@pytest.mark.slow
 def test_input_noise_raises_the_held_out_accuracy():
     """The training noise is applied and helps: with seed 2 the same network reaches 98.6 % on
     the held-out 8×8 digits with it and 96.7 % without it (seeds 0–3: 98.3–98.6 % against

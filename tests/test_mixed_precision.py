@@ -136,6 +136,7 @@ def test_bfloat16_runs_convolutions_in_bfloat16_and_norms_in_float32():
     assert jaxpr.out_avals[0].dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_the_state_float32():
     """After a bfloat16 train step the parameters, Adam's moments and the EMA are float32, as
     before, and the metrics (the loss and the QC term) are float32."""
@@ -202,6 +203,7 @@ def test_remat_and_bfloat16_shrink_what_the_backward_pass_keeps():
     assert residuals["bfloat16", "none"] < residuals["float32", "none"]
 
 
+@pytest.mark.slow
 def test_donation_writes_the_state_in_place():
     """The compiled train step's outputs alias the whole donated state; compiled without
     donation they alias nothing and the step needs the state's bytes more."""

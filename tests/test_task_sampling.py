@@ -93,6 +93,7 @@ def test_heun_from_the_sample_mode(digits_run):
     assert out["images"].shape == (12, 8, 8, 1) and int(out["nfe"]) == 5
 
 
+@pytest.mark.slow
 def test_colorization_keeps_the_grey_level(tmp_path):
     """CIFAR-10 QC at tiny width on mock data: the outputs' grey level (r + g + b)/3 is the
     input's up to uint8 rounding of the three channels (σ_max = 0.05, so that the chroma drawn

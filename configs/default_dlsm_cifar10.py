@@ -31,7 +31,7 @@ sampler (reverse diffusion + Langevin, snr 0.16, one corrector step, N = 1,000, 
 step denoised): α = 1 for "base" and "dlsm", 10 for "scaling" (the official README's
 ``--scale``).
 
-Evaluation (``sgm_jax.conditional_image_eval``): 5,100 samples per class on CIFAR-10 (51,000),
+Evaluation (``sgm_jax.evaluate.conditional_images``): 5,100 samples per class on CIFAR-10 (51,000),
 600 on CIFAR-100 (60,000), drawn in batches of at most ``eval.batch_size``; FID / IS / KID and
 PRDC (k = 3) on Inception pool_3 against the 50,000 training images, class-wise PRDC against the
 training images of each class, CAS. The official CAS network is torchvision's ResNet-50 trained
@@ -112,7 +112,7 @@ def add_dlsm_sections(config: ml_collections.ConfigDict, *, num_classes: int, de
     evaluation.cas_steps = 20000
     evaluation.cas_batch_size = 150
     evaluation.cas_lr = 2e-4
-    # the score-field grid of the 2-D study (sgm_jax.conditional_eval); images do not use it
+    # the score-field grid of the 2-D study (sgm_jax.evaluate.conditional_toy); unused by images
     evaluation.grid_size = 2
     evaluation.grid_range = (-1.0, 1.0, -1.0, 1.0)
     evaluation.grid_sigma = 1.0

@@ -12,7 +12,7 @@ CPU scale: a ResNet-18 of width 16 (channels 16 / 32 / 64 / 128) with 16 Fourier
 a 64-wide embedding, batch 32 (the score model's), 2,000 steps at Adam 1e-3 with 100 warm-up
 steps (the official 60,000 steps of 150 at 2e-4 do not fit a CPU demonstration).
 
-Evaluation (``sgm_jax.conditional_image_eval``): 64 samples per class from the score half's PC
+Evaluation (``sgm_jax.evaluate.conditional_images``): 64 samples per class from the score half's PC
 sampler (N = 100), one batch per class; no Inception network offline, so FID / IS / KID / PRDC
 (k = 3) and the class-wise PRDC are measured in the library's digits feature space against the
 test split (as ``experiments/digits_demo.py``); CAS with the classifier's ResNet without noise

@@ -48,8 +48,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import jax  # noqa: E402
-
 from report import write_section  # noqa: E402
 from sgm_jax import plots  # noqa: E402
 from sgm_jax.data.images import load_split  # noqa: E402

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from flax import serialization, traverse_util
 
 import main as entry
+import config_files
 import official_networks
 from pth_writer import write_arrays_pth
 from sgm_jax import convert_checkpoint
@@ -48,14 +49,7 @@ TINY_EVAL = {"sde.num_scales": 4, "eval.batch_size": 8, "eval.num_samples": 8,
 def _config(case: str, **overrides):
     """The library's config of ``case`` with the case's fields and ``overrides``."""
     _, _, path, fields, _ = official_networks.CASES[case]
-    spec = importlib.util.spec_from_file_location("config", os.path.join(ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for key, value in {**fields, **overrides}.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    return config
+    return config_files.load(path, {**fields, **overrides})
 
 
 def _published(case: str, seed: int = 0, *, data_parallel: bool = True, step: int | None = 26,

@@ -27,6 +27,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import main as entry
+import config_files
 from recording_writer import Recorder
 from sgm_jax import checkpoints, train
 from sgm_jax.data import DataSource
@@ -51,14 +52,7 @@ TINY = {
 
 
 def _config(module: str, **overrides):
-    spec = importlib.util.spec_from_file_location("image_config", os.path.join(ROOT, module))
-    config_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(config_module)
-    config = config_module.get_config()
-    for path, value in {**TINY, **overrides}.items():
-        section, field = path.split(".")
-        config[section][field] = value
-    return config
+    return config_files.load(module, {**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ The image-evaluation fields of the score half other than the Inception ones (``e
 import ml_collections
 
 from configs.ve.cifar10_ncsnpp_deep_continuous import get_config as ncsnpp_deep_continuous
+from sgm_jax.metrics.feature_classifier import FEATURE_STEPS
 
 #: The per-data-set settings of the official runs.
 DATASETS = {
@@ -112,6 +113,8 @@ def add_dlsm_sections(config: ml_collections.ConfigDict, *, num_classes: int, de
     evaluation.cas_steps = 20000
     evaluation.cas_batch_size = 150
     evaluation.cas_lr = 2e-4
+    # the offline feature space (no Inception): training steps of the digits classifier
+    evaluation.feature_steps = FEATURE_STEPS
     # the score-field grid of the 2-D study (sgm_jax.evaluate.conditional_toy); unused by images
     evaluation.grid_size = 2
     evaluation.grid_range = (-1.0, 1.0, -1.0, 1.0)

@@ -341,6 +341,8 @@ MEANINGS = {
     "eval.cas_steps": "CAS: training steps (official: 400,000 of a ResNet-50).",
     "eval.cas_batch_size": "CAS: training batch (official 150).",
     "eval.cas_lr": "CAS: Adam's learning rate (official 2e-4).",
+    "eval.feature_steps": "Conditional images without Inception: training steps of the digits "
+                          "feature classifier whose space the metrics use (2,000).",
     # classifier
     "classifier.score_workdir": "The run whose score model the classifier trains against (its "
                                 "EMA parameters, frozen); \"\" = this run's workdir, where stage "

@@ -70,7 +70,8 @@ class ConditionalEvalOptions:
     samples per class and the posterior-score errors on a ``grid_size``² grid over
     ``grid_range`` = (x_min, x_max, y_min, y_max) at the noise level σ = ``grid_sigma``. Images:
     the image evaluation of the score model's config on the conditional samples, class-wise
-    P/R/D/C and, with ``enable_cas``, the classification accuracy score.
+    P/R/D/C and, with ``enable_cas``, the classification accuracy score; without Inception, in
+    the space of a feature classifier trained for ``feature_steps`` steps.
     """
 
     checkpoint: int
@@ -84,6 +85,7 @@ class ConditionalEvalOptions:
     cas_steps: int
     cas_batch_size: int
     cas_lr: float
+    feature_steps: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +235,7 @@ def _evaluation(config) -> ConditionalEvalOptions:
         cas_steps=cf.integer(config, "eval.cas_steps", 1),
         cas_batch_size=cf.integer(config, "eval.cas_batch_size", 1),
         cas_lr=cf.number(config, "eval.cas_lr", low=0, low_open=True),
+        feature_steps=cf.integer(config, "eval.feature_steps", 1),
     )
 
 

@@ -6,7 +6,8 @@ checkpoint; every ``configs/dlsm`` config validates with the official settings; 
 batching and class order by hand.
 
 Tiny means: 16×16 images, NCSN++ with nf 8 on one resolution, a ResNet-18 of width 4, 4 noise
-scales, 2 steps of each stage, 4 samples per class; every other field as the config ships it.
+scales, 2 steps of each stage, 4 samples per class, 20 steps of the feature classifier; every
+other field as the config ships it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ TINY = {
     "eval.batch_size": 8, "eval.samples_per_class": SAMPLES, "eval.prdc_k": 1,
     "eval.kid_subset_size": 4, "eval.kid_num_subsets": 2, "eval.is_splits": 2,
     "eval.enable_fid": False, "eval.cas_steps": 3, "eval.cas_batch_size": 8,
+    "eval.feature_steps": 20,
 }
 KEYS = ("fid", "is", "kid", "precision", "recall", "density", "coverage", "cw_precision",
         "cw_recall", "cw_density", "cw_coverage", "cas", "nfe")
@@ -98,6 +100,7 @@ def test_train_runs_both_stages_and_evaluates(run):
             np.mean(per_class), rel=1e-12)
     settings = results["settings"]
     assert settings["feature_space"]["reference"] == "test"  # no Inception: the digits protocol
+    assert settings["feature_space"]["steps"] == 20
     assert (settings["batches_per_class"], settings["batch_size"]) == (1, 8)  # 4 rounded up to 8
     assert len(_units(workdir)) == CLASSES
     assert os.path.exists(results["figures"][0])
@@ -223,6 +226,7 @@ def test_dlsm_configs_validate(path):
         config = _load(path)
         experiment = build_classifier_experiment(config, num_devices=1)
     assert (experiment.objective, experiment.guidance, experiment.scale) == METHODS[method]
+    assert experiment.evaluation.feature_steps == 2000  # the digits feature space's
     if dataset in OFFICIAL:
         spc, depth, warmup = OFFICIAL[dataset]
         assert experiment.evaluation.samples_per_class == spc and experiment.network.depth == depth

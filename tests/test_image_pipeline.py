@@ -43,7 +43,7 @@ TINY = {
     # step again (several per dispatch: tests/test_train.py and tests/test_multiprocess.py)
     "training.n_iters": 4, "training.n_jitted_steps": 1, "training.log_freq": 2,
     "training.eval_freq": 2, "training.snapshot_freq": 2, "training.keep_every": 0,
-    "training.snapshot_num_samples": 8, "eval.batch_size": 16, "eval.num_samples": 32,
+    "training.snapshot_num_samples": 8, "eval.batch_size": 8, "eval.num_samples": 16,
     "eval.bpd_num_examples": 16, "eval.bpd_repeats": 2, "eval.bpd_rtol": 1e-3,
     "eval.bpd_atol": 1e-3, "eval.asym_num_levels": 2, "eval.asym_num_examples": 16,
     "eval.kid_subset_size": 8, "eval.kid_num_subsets": 4, "eval.is_splits": 2,
@@ -98,7 +98,7 @@ def test_evaluation_metrics_and_resume_after_a_kill(trained, inception_weights, 
             assert np.isfinite(results[name]), name
         assert results["nfe"] == 20 and results["nfe_per_batch"] == [20, 20]  # PC: N (1 + 1)
         assert results["bpd_num"] == 2 * 16 and results["asym_num"] == 16
-        assert len(results["asym_over_t"]["t"]) == 2 and results["prdc_num"] == 32
+        assert len(results["asym_over_t"]["t"]) == 2 and results["prdc_num"] == 16
         assert len(results["settings"]["inception_weights_sha256"]) == 64
         with open(os.path.join(workdir, "eval", "ckpt_4.json")) as f:
             assert json.load(f)["bpd"] == results["bpd"]

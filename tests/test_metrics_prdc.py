@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from conftest import FAST_COMPILE
+from conftest import run_with_default_compilation
 from sgm_jax.metrics import knn_radii, prdc
 
 KEYS = ("precision", "recall", "density", "coverage")
@@ -69,15 +64,14 @@ def test_knn_radii_match_sklearn_and_exclude_self():
 
 IDENTICAL_CASES = [(2, 3, 7, False), (2, 1, 64, True), (40, 5, 64, False)]
 _IDENTICAL_CHILD = """
-import json, sys
-sys.path[:0] = {paths!r}
+import json
 from test_metrics_prdc import IDENTICAL_CASES, KEYS, _sets
 from sgm_jax.metrics import prdc
 out = []
 for dim, k, chunk, closed in IDENTICAL_CASES:
     real, _ = _sets(dim)
     values = prdc(real, real, nearest_k=k, chunk_size=chunk, closed_balls=closed)
-    out.append({{"num_points": real.shape[0], **{{name: float(values[name]) for name in KEYS}}}})
+    out.append({"num_points": real.shape[0], **{name: float(values[name]) for name in KEYS}})
 print(json.dumps(out))
 """
 
@@ -86,16 +80,9 @@ print(json.dumps(out))
 def identical_set_values():
     """prdc of every case of :func:`test_identical_sets`, in a process with XLA's default
     compilation (what users run). The exact ties there need the radius pass and the cross pass
-    to round every distance alike; without backend optimisation (``conftest.FAST_COMPILE``, the
-    default suite's setting) XLA:CPU rounds some differently in the two programs (density 1.026
-    instead of 1 for k = 3)."""
-    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE, "")}
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = _IDENTICAL_CHILD.format(paths=[os.path.dirname(here), here])
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=False, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return dict(zip(IDENTICAL_CASES, json.loads(done.stdout.splitlines()[-1])))
+    to round every distance alike; with the default suite's ``conftest.FAST_COMPILE`` XLA:CPU
+    rounds some differently in the two programs (density 1.026 instead of 1 for k = 3)."""
+    return dict(zip(IDENTICAL_CASES, run_with_default_compilation(_IDENTICAL_CHILD)))
 
 
 @pytest.mark.parametrize("dim,k,chunk,closed", IDENTICAL_CASES)

@@ -41,6 +41,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import FAST_COMPILE  # noqa: E402
 from configs.ve.digits_u import get_config  # noqa: E402
 from recording_writer import Recorder  # noqa: E402
 from sgm_jax import checkpoints, parallel, train  # noqa: E402
@@ -64,10 +65,10 @@ TINY = {
 #: and the sampler, compiled again at every snapshot, costs as much to compile as the network's
 #: initialisation, so the other runs leave them out.
 SNAPSHOTS = {"training.snapshot_sampling": True}
-#: Every process, the reference's included, compiles without backend optimisation: compilation
-#: dominates the run time (it halves the train step's), and the numbers stay those of the
-#: same computation.
-XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count="
+#: Every process, the reference's included, compiles as the default suite does
+#: (``conftest.FAST_COMPILE``): compilation dominates the run time (it halves the train step's),
+#: and the numbers stay those of the same computation.
+XLA_FLAGS = FAST_COMPILE + " --xla_force_host_platform_device_count="
 TIMEOUT_S = 900
 
 

@@ -24,9 +24,9 @@ Inception network (pool_3 features and logits, ``eval.inception_weights``) and, 
 evaluation, the training split as the reference (its cached statistics,
 :func:`sgm_jax.evaluate.images.reference_statistics`). Without it (the offline digits), the feature
 space of the library's digits classifier trained on the training split
-(:func:`sgm_jax.metrics.feature_classifier.fit_feature_space`) with the *test* split as the
-reference, images the feature network has not seen (as ``experiments/digits_demo.py``); those
-numbers are not Inception FIDs. The samples' features are stored beside the samples.
+(:func:`sgm_jax.metrics.feature_classifier.fit_feature_space`, ``eval.feature_steps`` steps)
+with the *test* split as the reference, images the feature network has not seen (as
+``experiments/digits_demo.py``); those numbers are not Inception FIDs. The samples' features are stored beside the samples.
 
 **Metrics.**
 
@@ -68,7 +68,7 @@ from sgm_jax.evaluate.results import write_results
 from sgm_jax.evaluate.store import Progress, ShardStore
 from sgm_jax.metrics import (cas, classwise_prdc, feature_statistics, inception_weights_hash,
                              load_inception)
-from sgm_jax.metrics.feature_classifier import FEATURE_SEED, FEATURE_STEPS, fit_feature_space
+from sgm_jax.metrics.feature_classifier import FEATURE_SEED, fit_feature_space
 from sgm_jax.models.classifiers import ConditionalResNet
 
 Array = jax.Array
@@ -187,13 +187,14 @@ def classifier_space(experiment: ClassifierExperiment,
     """The library's feature classifier trained on the training split, with the test split
     ``test`` (images, labels) as the reference (module docstring)."""
     data = experiment.score.data
-    features = fit_feature_space(data.points, data.labels, experiment.num_classes)
+    steps = experiment.evaluation.feature_steps
+    features = fit_feature_space(data.points, data.labels, experiment.num_classes, steps=steps)
     reference = features(test[0])[0]
     mu, cov = feature_statistics(reference)
     return FeatureSpace(
         features=features, reference={"features": reference, "mu": mu, "cov": cov},
         labels=test[1],
-        settings={"network": "feature_classifier", "seed": FEATURE_SEED, "steps": FEATURE_STEPS,
+        settings={"network": "feature_classifier", "seed": FEATURE_SEED, "steps": steps,
                   "reference": "test"})
 
 

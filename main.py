@@ -19,6 +19,10 @@ Compiled programs are kept in ``WORKDIR/compilation_cache`` (JAX's persistent co
 cache; ``JAX_COMPILATION_CACHE_DIR``, when set, names the folder instead), so that a resumed run
 or a later evaluation of the same workdir loads its train step instead of compiling it again;
 ``--nocompilation_cache`` turns this off.
+
+Memory that a compiled program frees stays in the process for its next execution
+(:mod:`sgm_jax.host_memory`: no page faults between the steps of a CPU run);
+``--nokeep_freed_host_memory`` leaves glibc's ``malloc`` at its defaults.
 """
 
 import os
@@ -39,6 +43,9 @@ flags.DEFINE_bool("debug", False, "Show the full traceback of every error.")
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in WORKDIR/compilation_cache (or "
                   "JAX_COMPILATION_CACHE_DIR when set) and load them from there in later runs.")
+flags.DEFINE_bool("keep_freed_host_memory", True,
+                  "Keep the memory that compiled programs free in the process for their next "
+                  "execution (sgm_jax.host_memory; glibc only).")
 flags.mark_flags_as_required(["config", "mode", "workdir"])
 
 
@@ -88,8 +95,10 @@ def use_compilation_cache(workdir: str, enabled: bool = True) -> str | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    from sgm_jax import parallel
+    from sgm_jax import host_memory, parallel
 
+    if FLAGS.keep_freed_host_memory:  # before JAX starts its threads
+        host_memory.keep_freed_host_memory()
     parallel.maybe_initialize_distributed()  # before any JAX computation
     use_compilation_cache(FLAGS.workdir, FLAGS.compilation_cache)
     try:

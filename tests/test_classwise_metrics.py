@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import run_with_default_compilation
 from sgm_jax.metrics import classwise_prdc, prdc
 
 KEYS = ("precision", "recall", "density", "coverage")
@@ -55,20 +54,14 @@ def test_classwise_prdc_is_the_mean_of_per_class_prdc_with_per_class_truncation(
     assert 0.0 < got["precision"] < 1.0 and 0.0 < got["coverage"] < 1.0  # a non-trivial case
 
 
-_PERFECT_COPY_CHILD = """
-import json
-from test_classwise_metrics import _labelled_set, _shuffled
-from sgm_jax.metrics import classwise_prdc
-real, real_y = _labelled_set([11, 8, 13], seed=1)
-fake, fake_y = _shuffled(real, real_y, seed=5)  # the same points and labels, another order
-print(json.dumps(classwise_prdc(real, real_y, fake, fake_y, num_classes=3)))
-"""
-
-
 def test_perfect_copy_with_right_labels_scores_one():
-    """In a process with XLA's default compilation: the exact ties of a copy need the radius and
-    the cross distances rounded alike (tests/test_metrics_prdc.py's ``identical_set_values``)."""
-    got = run_with_default_compilation(_PERFECT_COPY_CHILD)
+    """Integer coordinates: every squared distance is an integer below 2²⁴, exact in float32 in
+    any order of summation, so the radius and the cross distances of a copy tie exactly however
+    XLA fuses and rounds the two programs."""
+    real, real_y = _labelled_set([11, 8, 13], seed=1)
+    real = np.round(64.0 * real)  # |coordinate| < 600: squared distances < 2 · 1200² < 2²⁴
+    fake, fake_y = _shuffled(real, real_y, seed=5)  # the same points and labels, another order
+    got = classwise_prdc(real, real_y, fake, fake_y, num_classes=3)
     # Open balls, no ties: every metric is exactly 1 (density too; see the prdc docstring).
     for name in KEYS:
         assert got[name] == 1.0, name

@@ -25,8 +25,8 @@ optimiser), a backward operator by the forward operator whose gradient it comput
 sequence numbers), and every convolution outside ``upfirdn2d`` as a convolution
 (:func:`torch_profile`).
 
-The library's process sets glibc's ``malloc`` as ``main.py`` does (:mod:`sgm_jax.host_memory`,
-through ``benchmarks.timing``); the worker keeps glibc's defaults, as score_sde_pytorch runs,
+The library's process sets glibc's ``malloc`` as ``main.py`` does (:mod:`sgm_jax.host_memory`)
+unless ``--glibc-malloc-defaults``; the worker keeps glibc's defaults, as score_sde_pytorch runs,
 unless ``--peer-keep-freed-host-memory`` gives it the same setting.
 
 score_sde_pytorch builds its FIR up/down-sampling CUDA kernels when ``op`` is imported; on a CPU
@@ -308,6 +308,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true",
                         help="then profile one timed unit of each step per group of operations")
+    parser.add_argument("--glibc-malloc-defaults", action="store_true",
+                        help="leave glibc's malloc at its defaults in the library's process "
+                             "(main.py --nokeep_freed_host_memory)")
     parser.add_argument("--peer-keep-freed-host-memory", action="store_true",
                         help="set glibc's malloc in the PyTorch worker as the library's "
                              "processes set it (sgm_jax.host_memory) instead of its defaults")
@@ -320,6 +323,10 @@ def main(argv=None) -> None:
     if not os.path.isfile(os.path.join(args.score_sde_pytorch, "losses.py")):
         raise SystemExit(f"--score-sde-pytorch={args.score_sde_pytorch!r} is not a checkout of "
                          "score_sde_pytorch (no losses.py there).")
+    if not args.worker and not args.glibc_malloc_defaults:  # before JAX starts its threads
+        from sgm_jax.host_memory import keep_freed_host_memory
+
+        keep_freed_host_memory()
     if args.worker:
         return worker(args.score_sde_pytorch, args.batch[0], args.nf, args.num_res_blocks,
                       args.peer_keep_freed_host_memory)
@@ -347,6 +354,7 @@ def main(argv=None) -> None:
         print(flush=True)
     write_json(args.json, {"nf": args.nf, "num_res_blocks": args.num_res_blocks,
                            "steps_per_unit": args.steps,
+                           "glibc_malloc_defaults": args.glibc_malloc_defaults,
                            "peer_keep_freed_host_memory": args.peer_keep_freed_host_memory,
                            **results})
     print(f"wrote {args.json}")

@@ -48,12 +48,7 @@ from jax.sharding import Mesh
 
 from sgm_jax import parallel
 from sgm_jax.checkpoints import init_state
-from sgm_jax.host_memory import keep_freed_host_memory
 from sgm_jax.train import TrainStep
-
-# Every benchmark runs the library as main.py does: the memory a program frees stays in the
-# process for its next execution (sgm_jax.host_memory).
-keep_freed_host_memory()
 
 if TYPE_CHECKING:
     from sgm_jax.classifier_experiment import ClassifierExperiment

@@ -42,8 +42,8 @@ from clu import metric_writers
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.images import qcsgm_config  # noqa: E402
-from benchmarks.timing import (TrainStepRunner, device_peak_mb, image_data,  # noqa: E402
-                               write_json)
+from benchmarks.timing import (TrainStepRunner, add_image_data_arguments,  # noqa: E402
+                               device_peak_mb, image_data, write_json)
 from configs.ve.digits_u import get_config as digits_config  # noqa: E402
 from sgm_jax import parallel, train  # noqa: E402
 from sgm_jax.experiment import COMPUTE_DTYPES, build_experiment  # noqa: E402
@@ -185,10 +185,7 @@ def main(argv=None) -> dict:
                         help="seconds after which no further row starts")
     parser.add_argument("--tiny", action="store_true",
                         help="a tiny network, batch 8, 2 steps, 2 digits steps (a CPU test)")
-    parser.add_argument("--mock-data", action="store_true",
-                        help="tfds mock images instead of the prepared CIFAR-10")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
-                                                       "gpu.json"))
+    add_image_data_arguments(parser, "gpu.json")
     args = parser.parse_args(argv)
     if args.tiny:
         for field, value in TINY_RUN.items():

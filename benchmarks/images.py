@@ -43,8 +43,9 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.timing import (TrainStepRunner, compare_runners, device_peak_mb,  # noqa: E402
-                               format_table, image_data, train_step_gflops, write_json)
+from benchmarks.timing import (TrainStepRunner, add_image_data_arguments,  # noqa: E402
+                               compare_runners, device_peak_mb, format_table, image_data,
+                               train_step_gflops, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
 
@@ -151,10 +152,7 @@ def main(argv=None) -> None:
                         help="the models of the qc and flops sections (U always): more than three "
                              "full-width train states and programs at once need more than 24 GiB "
                              "of host memory on a CPU")
-    parser.add_argument("--mock-data", action="store_true",
-                        help="tfds mock images instead of the prepared CIFAR-10")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
-                                                       "images.json"))
+    add_image_data_arguments(parser, "images.json")
     args = parser.parse_args(argv)
     mesh = parallel.data_mesh()
     results = {}

@@ -46,7 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.images import qcsgm_config  # noqa: E402
 from benchmarks.timing import (TrainStepRunner, abstract_step_arguments,  # noqa: E402
-                               compare_runners, format_table, image_data, write_json)
+                               add_image_data_arguments, compare_runners, format_table,
+                               image_data, write_json)
 from sgm_jax import parallel  # noqa: E402
 from sgm_jax.experiment import COMPUTE_DTYPES, build_experiment  # noqa: E402
 from sgm_jax.models.layerspp import REMAT_POLICIES  # noqa: E402
@@ -161,10 +162,7 @@ def main(argv=None) -> None:
                              "interleaved rounds; 0: no timing)")
     parser.add_argument("--residuals-only", action="store_true",
                         help="only the backward pass's residuals: traced, nothing compiled")
-    parser.add_argument("--mock-data", action="store_true",
-                        help="tfds mock images instead of the prepared CIFAR-10")
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
-                                                       "memory.json"))
+    add_image_data_arguments(parser, "memory.json")
     args = parser.parse_args(argv)
     mesh = parallel.data_mesh()
     with image_data(args.mock_data, args.batch):

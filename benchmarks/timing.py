@@ -51,6 +51,8 @@ from sgm_jax.checkpoints import init_state
 from sgm_jax.train import TrainStep
 
 if TYPE_CHECKING:
+    import argparse
+
     from sgm_jax.classifier_experiment import ClassifierExperiment
     from sgm_jax.experiment import Experiment
 
@@ -114,6 +116,15 @@ class TrainStepRunner:
             self.state, metrics = program(self.state, self.batch, self.frozen)
             self.step += self.steps_per_call
         return metrics
+
+
+def add_image_data_arguments(parser: "argparse.ArgumentParser", json_name: str) -> None:
+    """The arguments every image benchmark shares: ``--mock-data`` (see :func:`image_data`) and
+    ``--json``, the results file (default ``benchmarks/results/<json_name>``)."""
+    parser.add_argument("--mock-data", action="store_true",
+                        help="tfds mock images instead of the prepared CIFAR-10")
+    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
+                                                       json_name))
 
 
 def image_data(mock: bool, num_examples: int) -> contextlib.AbstractContextManager:

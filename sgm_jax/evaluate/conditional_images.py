@@ -26,7 +26,8 @@ evaluation, the training split as the reference (its cached statistics,
 space of the library's digits classifier trained on the training split
 (:func:`sgm_jax.metrics.feature_classifier.fit_feature_space`, ``eval.feature_steps`` steps)
 with the *test* split as the reference, images the feature network has not seen (as
-``experiments/digits_demo.py``); those numbers are not Inception FIDs. The samples' features are stored beside the samples.
+``experiments/digits_demo.py``); those numbers are not Inception FIDs. The samples' features
+are stored beside the samples.
 
 **Metrics.**
 

@@ -27,6 +27,7 @@ from configs.ve.digits_u import get_config as digits_u_config  # noqa: E402
 from sgm_jax import parallel, train  # noqa: E402
 from sgm_jax.checkpoints import init_state  # noqa: E402
 from sgm_jax.experiment import build_experiment  # noqa: E402
+from sgm_jax.models.convolution import conv_p  # noqa: E402
 from sgm_jax.models.layerspp import REMAT_POLICIES  # noqa: E402
 
 #: bfloat16 keeps 8 significant bits (7 stored and the implicit one): rounding a value to
@@ -35,6 +36,7 @@ BF16_UNIT_ROUNDOFF = 2.0**-8
 #: float32's unit roundoff: what separates two orderings of the same float32 arithmetic.
 F32_UNIT_ROUNDOFF = 2.0**-24
 CONFIGS = {"u": digits_u_config, "qc": digits_qc_config}
+CONVOLUTIONS = ("conv_general_dilated", conv_p.name)  # lax's and the networks' own
 
 
 def _config(name="u", **training):
@@ -84,7 +86,7 @@ def _sequential_layers(experiment, params, batch) -> int:
                 walk(sub)
 
     walk(jaxpr.jaxpr)
-    return sum(name in ("conv_general_dilated", "dot_general") for name in names)
+    return sum(name in (*CONVOLUTIONS, "dot_general") for name in names)
 
 
 @pytest.mark.parametrize("name", ["u", pytest.param("qc", marks=pytest.mark.slow)])
@@ -128,7 +130,7 @@ def test_bfloat16_runs_convolutions_in_bfloat16_and_norms_in_float32():
     x = jnp.zeros((2, *experiment.event_shape))
     network = experiment.train_network
     jaxpr = jax.make_jaxpr(lambda p: network.apply(p, x, jnp.ones((2,))))(params)
-    convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name in CONVOLUTIONS]
     assert convs and all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
     means = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "reduce_sum"
              and e.invars[0].aval.ndim == 5]  # GroupNorm's [B, H, W, groups, C / groups]

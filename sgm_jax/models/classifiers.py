@@ -51,6 +51,7 @@ import jax.numpy as jnp
 
 from sgm_jax._validation import check_choice, check_positive_int
 from sgm_jax.models import layerspp
+from sgm_jax.models.convolution import Conv
 from sgm_jax.models.layers import broadcast_time
 from sgm_jax.models.mlp import _torch_dense
 from sgm_jax.models.registry import register_model
@@ -155,7 +156,7 @@ class ToyScoreNet(nn.Module):
 def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
     """A bias-free k×k convolution with PyTorch's padding k // 2 and PyTorch's default init."""
     pad = kernel // 2
-    return nn.Conv(
+    return Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
         use_bias=False, kernel_init=_TORCH_CONV_INIT, name=name,
     )

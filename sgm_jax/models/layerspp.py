@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from sgm_jax.models import up_or_down_sampling as updown
+from sgm_jax.models.convolution import Conv, conv_p
 from sgm_jax.models.layers import get_activation
 
 Array = jax.Array
@@ -40,7 +41,8 @@ Dtype = Any
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "none": None,
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
-    "conv_saveable": lambda primitive, *_, **__: primitive is jax.lax.conv_general_dilated_p,
+    "conv_saveable": lambda primitive, *_, **__: primitive in (jax.lax.conv_general_dilated_p,
+                                                               conv_p),
 }
 
 
@@ -60,7 +62,7 @@ def conv(
     """A ``size × size`` 'SAME' convolution with bias, DDPM initialisation (score_sde's
     ``ddpm_conv3x3`` / ``ddpm_conv1x1``), computed in ``dtype``, created in the calling compact
     module."""
-    return nn.Conv(
+    return Conv(
         features,
         kernel_size=(size, size),
         strides=(stride, stride),

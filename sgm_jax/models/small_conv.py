@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sgm_jax.models.convolution import Conv
 from sgm_jax.models.layers import broadcast_time, gaussian_fourier_embedding
 from sgm_jax.models.registry import register_model
 
@@ -27,12 +28,12 @@ class _ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, temb: Array) -> Array:
         h = nn.swish(nn.GroupNorm(num_groups=self.num_groups)(x))
-        h = nn.Conv(self.features, (3, 3))(h)
+        h = Conv(self.features, (3, 3))(h)
         h = h + nn.Dense(self.features)(nn.swish(temb))[:, None, None, :]
         h = nn.swish(nn.GroupNorm(num_groups=self.num_groups)(h))
-        h = nn.Conv(self.features, (3, 3))(h)
+        h = Conv(self.features, (3, 3))(h)
         if x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1))(x)
+            x = Conv(self.features, (1, 1))(x)
         return x + h
 
 
@@ -79,19 +80,19 @@ class SmallConvScoreNet(nn.Module):
         temb = nn.Dense(4 * self.nf)(temb.astype(x.dtype))
         temb = nn.Dense(4 * self.nf)(nn.swish(temb))
 
-        h = nn.Conv(self.nf, (3, 3))(x)
+        h = Conv(self.nf, (3, 3))(x)
         skips = []
         for i, mult in enumerate(self.ch_mult):
             h = _ResBlock(self.nf * mult, self.num_groups)(h, temb)
             skips.append(h)
             if i < levels - 1:
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
+                h = Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
         for i in reversed(range(levels)):
             h = jnp.concatenate([h, skips[i]], axis=-1)
             h = _ResBlock(self.nf * self.ch_mult[i], self.num_groups)(h, temb)
             if i > 0:
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
-                h = nn.Conv(c, (3, 3))(h)
+                h = Conv(c, (3, 3))(h)
         h = nn.swish(nn.GroupNorm(num_groups=self.num_groups)(h))
-        return nn.Conv(channels, (3, 3))(h)
+        return Conv(channels, (3, 3))(h)

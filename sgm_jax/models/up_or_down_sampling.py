@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgm_jax.models.convolution import conv_general_dilated
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -183,7 +185,7 @@ def upsample_conv_2d(
     _positive_int(factor, "factor")
     size = _odd_square(w)
     k = setup_kernel(kernel) * (gain * factor**2)
-    h = jax.lax.conv_general_dilated(
+    h = conv_general_dilated(
         x,
         w.astype(x.dtype),
         window_strides=(1, 1),
@@ -210,7 +212,7 @@ def conv_downsample_2d(
     k = setup_kernel(kernel) * gain
     p = k.shape[0] - factor + size - 1
     h = upfirdn2d(x, k, pad=((p + 1) // 2, p // 2))
-    return jax.lax.conv_general_dilated(
+    return conv_general_dilated(
         h,
         w.astype(x.dtype),
         window_strides=(factor, factor),
@@ -251,7 +253,7 @@ class Conv2d(nn.Module):
         elif self.down:
             y = conv_downsample_2d(x, w, self.resample_kernel)
         else:
-            y = jax.lax.conv_general_dilated(
+            y = conv_general_dilated(
                 x, w.astype(x.dtype), (1, 1), "SAME", dimension_numbers=_DIMENSION_NUMBERS
             )
         if self.use_bias:

@@ -8,8 +8,7 @@ One loop trains every experiment, toy MLP or NCSN++ (score_sde's training proced
   * step k uses the data source's batch k and the key ``fold_in(state.key, k)`` (noise levels,
     perturbations, probes; its ``fold_in(·, 1)`` drives dropout), so a run with a given seed is
     reproducible bit for bit on CPU for a fixed device count, across a kill and resume too;
-  * ``training.n_jitted_steps`` steps run in one compiled ``lax.scan`` per dispatch (unrolled
-    on CPU, :func:`scan_unroll`);
+  * ``training.n_jitted_steps`` steps run in one compiled ``lax.scan`` per dispatch;
   * the optimiser is ``experiment.optimizer`` (clipping, Adam, warm-up); the EMA of the parameters
     (``optim.ema_rate`` with the warm-up ``optim.ema_warmup``, :func:`sgm_jax.ema.ema_decay`) is
     what evaluation and sampling use;
@@ -17,8 +16,7 @@ One loop trains every experiment, toy MLP or NCSN++ (score_sde's training proced
     term, with its weight × k, on the steps k divides, none on the others (StyleGAN2's lazy R1).
     Two programs are compiled and picked on the host (``TrainStep``): the call that starts at a
     step k divides runs its QC step and then n − 1 plain steps, every other call n plain steps.
-    (One program choosing by ``lax.cond`` ran both kinds of step several times slower on
-    XLA:CPU, so the choice is not left to the device.)
+    (Each program holds one kind of step, the QC one only where it runs.)
   * every ``training.eval_freq`` steps the loss of the EMA parameters on a test batch is logged
     as ``eval_loss``; with ``training.snapshot_sampling`` a grid of samples is written at every
     checkpoint;
@@ -129,15 +127,6 @@ def make_update_fn(experiment: Trainable, loss_fn: Callable | None = None
     return update
 
 
-def scan_unroll(backend: str | None = None) -> bool | int:
-    """How the ``lax.scan`` of ``n_jitted_steps`` is unrolled: fully on XLA:CPU, not at all on
-    accelerators. On CPU the rolled loop ran 5 NCSN++ steps 12–14× slower than 5 dispatches of
-    one step (the loop body copies the state every iteration), the unrolled one 0.73× (docs/benchmarks.md,
-    "Training options"); accelerators keep score_sde's rolled scan and its shorter compile."""
-    backend = jax.default_backend() if backend is None else backend
-    return True if backend == "cpu" else 1
-
-
 def make_train_step(update_fn, mesh, steps_per_call: int = 1, first_update_fn=None):
     """A jitted ``step(state, batch, frozen) -> (state, metrics)``, data-parallel over ``mesh``:
     the state replicated (and donated), the batch sharded over ``"data"``, ``frozen`` (the frozen
@@ -149,17 +138,14 @@ def make_train_step(update_fn, mesh, steps_per_call: int = 1, first_update_fn=No
     shard = parallel.batch_sharding(mesh, 0 if steps_per_call == 1 else 1)
     first = update_fn if first_update_fn is None else first_update_fn
 
-    unroll = scan_unroll()
-
     def step(state, batches, frozen):
         if steps_per_call == 1:
             return first(state, batches, frozen)
         scanned = lambda s, b: update_fn(s, b, frozen)  # noqa: E731
         if first_update_fn is None:
-            return jax.lax.scan(scanned, state, batches, unroll=unroll)
+            return jax.lax.scan(scanned, state, batches)
         state, head = first(state, jax.tree.map(lambda b: b[0], batches), frozen)
-        state, rest = jax.lax.scan(scanned, state, jax.tree.map(lambda b: b[1:], batches),
-                                   unroll=unroll)
+        state, rest = jax.lax.scan(scanned, state, jax.tree.map(lambda b: b[1:], batches))
         return state, jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), head, rest)
 
     return jax.jit(step, in_shardings=(repl, shard, repl), out_shardings=(repl, repl),

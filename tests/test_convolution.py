@@ -88,6 +88,19 @@ def test_second_order_and_vmap_are_lax(name):
             return jax.grad(loss)(w)
 
         _close(qc_like(ours), qc_like(theirs))
+
+        def through_input_gradient(conv):  # DLSM's classifier loss: a gradient of an x-gradient
+            def loss(w):
+                out, pullback = jax.vjp(lambda z: jnp.tanh(conv(z, w)), x)
+                return jnp.sum(pullback(out)[0] ** 2)
+            return jax.grad(loss)(w)
+
+        def through_kernel_gradient(conv):  # second order in the kernel
+            kernel_grad = jax.grad(lambda w, z: jnp.sum(jnp.tanh(conv(z, w))))
+            return jax.grad(lambda w: jnp.sum(kernel_grad(w, x) ** 2), argnums=0)(w)
+
+        _close(through_input_gradient(ours), through_input_gradient(theirs))
+        _close(through_kernel_gradient(ours), through_kernel_gradient(theirs))
         _close(jax.jacfwd(lambda z: ours(z, w))(x[:1]), jax.jacfwd(lambda z: theirs(z, w))(x[:1]))
         _close(jax.jacrev(lambda z: ours(z, w))(x[:1]), jax.jacrev(lambda z: theirs(z, w))(x[:1]))
         xs = jnp.stack([x, 2 * x, -x])
@@ -99,25 +112,29 @@ def test_second_order_and_vmap_are_lax(name):
                jax.vmap(jax.grad(lambda z, w: jnp.sum(theirs(z, w) ** 2)), (0, None))(xs, w))
 
 
-def _loop_conv_labels(conv) -> list[str]:
+def _loop_conv_labels(conv, wrt: int) -> list[str]:
     """The kernel dimension labels of the convolutions of a compiled loop whose body takes the
-    input gradient of a 3×3 convolution (a sampler's step with a gradient of the score)."""
+    gradient of a 3×3 convolution with respect to its input (``wrt`` 0: a sampler's step with a
+    gradient of the score) or its kernel (1: a train step in a rolled scan)."""
     x = jnp.ones((4, 8, 8, 16))
     w = jnp.ones((3, 3, 16, 16)) * 0.01
 
-    def body(_, y):
-        out, pullback = jax.vjp(lambda z: conv(z, w, (1, 1), "SAME", dimension_numbers=NUMBERS), y)
-        return jnp.tanh(out + pullback(jnp.ones_like(out))[0])
+    def body(_, carry):
+        def f(z, k):
+            return jnp.sum(jnp.tanh(conv(z, k, (1, 1), "SAME", dimension_numbers=NUMBERS)))
+        grad = jax.grad(f, argnums=wrt)(*carry)
+        return (carry[0] - grad, carry[1]) if wrt == 0 else (carry[0], carry[1] - grad)
 
-    text = jax.jit(lambda x: lax.fori_loop(0, 3, body, x)).lower(x).compile().as_text()
-    return re.findall(r"dim_labels=\w+_(\w+)->", text)
+    text = jax.jit(lambda x, w: lax.fori_loop(0, 3, body, (x, w))).lower(x, w).compile().as_text()
+    return re.findall(r"dim_labels=(\w+)", text)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's canonicalisation only")
-def test_input_gradient_in_a_loop_is_a_canonical_convolution():
+@pytest.mark.parametrize("wrt", [0, 1], ids=["input_gradient", "kernel_gradient"])
+def test_gradients_in_a_loop_are_canonical_convolutions(wrt):
     """XLA:CPU canonicalises convolutions only in a program's entry computation: JAX's own
-    input gradient stays ``01oi`` inside the loop body (the naive emitter), this one is ``01io``
-    (Eigen / XNNPACK)."""
-    assert "01oi" in _loop_conv_labels(lax.conv_general_dilated)
-    labels = _loop_conv_labels(conv_general_dilated)
-    assert labels and set(labels) == {"01io"}, labels
+    gradients stay non-canonical inside the loop body (the naive emitter), these are
+    ``b01f_01io->b01f`` (Eigen / XNNPACK)."""
+    assert set(_loop_conv_labels(lax.conv_general_dilated, wrt)) != {"b01f_01io"}
+    labels = _loop_conv_labels(conv_general_dilated, wrt)
+    assert labels and set(labels) == {"b01f_01io"}, labels

@@ -39,8 +39,7 @@ NUM_EXAMPLES = 32
 TINY = {
     "data.image_size": 16, "model.nf": 8, "model.ch_mult": (1, 2), "model.num_res_blocks": 1,
     "model.attn_resolutions": (8,), "sde.num_scales": 10, "training.batch_size": 16,
-    # one step per dispatch: XLA:CPU unrolls the scan of several, so each would compile the QC
-    # step again (several per dispatch: tests/test_train.py and tests/test_multiprocess.py)
+    # one step per dispatch (several per dispatch: tests/test_train.py and test_multiprocess.py)
     "training.n_iters": 4, "training.n_jitted_steps": 1, "training.log_freq": 2,
     "training.eval_freq": 2, "training.snapshot_freq": 2, "training.keep_every": 0,
     "training.snapshot_num_samples": 8, "eval.batch_size": 8, "eval.num_samples": 16,

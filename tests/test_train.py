@@ -335,10 +335,10 @@ def test_toy_configs_load_and_validate(path):
     assert experiment.training.n_iters > 0
 
 
-def test_the_scan_of_several_steps_compiles_without_a_loop_on_cpu():
-    """A rolled loop of train steps is an order of magnitude slower on XLA:CPU (docs/benchmarks.md): the
-    program of three steps per dispatch must hold no while loop, and three copies of the step
-    (a rolled scan keeps one body inside a while; ``unroll=1`` on CPU fails here)."""
+def test_the_scan_of_several_steps_is_one_rolled_loop():
+    """``n_jitted_steps`` steps compile as one rolled loop on every backend (one copy of the
+    step, so the compile does not grow with n): the networks' gradient convolutions keep XLA:CPU's
+    fast kernels inside a loop body (``sgm_jax.models.convolution``)."""
     mesh = parallel.data_mesh(jax.devices()[:1])
 
     def update(state, batch, frozen):
@@ -347,5 +347,5 @@ def test_the_scan_of_several_steps_compiles_without_a_loop_on_cpu():
 
     step = train.make_train_step(update, mesh, steps_per_call=3)
     hlo = step.lower(jnp.zeros(()), jnp.ones((3, 1, 4)), None).compile().as_text()
-    assert " while(" not in hlo and "while_body" not in hlo
-    assert hlo.count("sine(") == 3
+    assert " while(" in hlo
+    assert hlo.count("sine(") == 1

@@ -1,23 +1,23 @@
-"""``lax.conv_general_dilated`` whose input gradient XLA:CPU runs on its fast convolution kernels
+"""``lax.conv_general_dilated`` whose gradients XLA:CPU runs on its fast convolution kernels
 inside loops too.
 
-JAX differentiates a convolution with respect to its input by a convolution of the cotangent
-with the spatially reversed kernel, its input and output features exchanged by the dimension
-numbers rather than in memory (for an ``HWIO`` kernel the gradient's kernel reads as ``HWOI``).
-XLA:CPU runs only canonical convolutions (kernel ``[spatial..., in, out]``) on its Eigen / XNNPACK
-kernels, and its canonicalisation pass, which transposes such a kernel in memory, visits only a
-program's entry computation: the input-gradient convolutions inside a ``while`` body or a ``cond``
-branch (a sampler's loop with a gradient of the score model, DPS, guidance, energy-gradient
-models, several train steps per dispatch) fall to XLA's naive loop emitter, 10–20× slower
-(jax-ml/jax#12868). :func:`conv_general_dilated` is ``lax.conv_general_dilated`` with one change:
-its transpose with respect to the input exchanges the kernel's two feature axes in memory first,
-so the gradient's convolution is canonical wherever it runs. The values are those of
-``lax.conv_general_dilated`` (forward, JVP, VJP, second order, ``vmap``); on accelerators the
-exchange is one copy of the kernel per gradient.
+JAX differentiates a convolution by two more convolutions whose operands it reinterprets through
+the dimension numbers instead of moving them in memory: the input gradient reads the reversed
+kernel with its input and output features exchanged (an ``HWIO`` kernel read as ``HWOI``), the
+kernel gradient reads the input with examples and features exchanged and the cotangent as its
+kernel. XLA:CPU runs only canonical convolutions (input ``[batch, spatial..., features]``, kernel
+``[spatial..., in, out]``) on its Eigen / XNNPACK kernels, and its canonicalisation pass, which
+transposes the operands in memory, visits only a program's entry computation: gradient
+convolutions inside a ``while`` body or a ``cond`` branch (a sampler's loop with a gradient of
+the score model — DPS, guidance, energy-gradient models — or several train steps in one rolled
+``lax.scan``) fall to XLA's naive loop emitter, 18–32× slower (jax-ml/jax#12868).
 
-Grouped convolutions (``feature_group_count`` or ``batch_group_count`` > 1) keep JAX's own
-transpose: their kernel's output axis holds the groups, so exchanging the axes would not give the
-same convolution.
+:func:`conv_general_dilated` is ``lax.conv_general_dilated`` (same arguments and values, forward,
+JVP, VJP, higher orders and ``vmap``) whose transposes, on a CPU, move the operands in memory
+themselves and call canonical convolutions; an optimisation barrier keeps XLA from folding the
+moves back into the dimension numbers. ``lax.platform_dependent`` chooses at lowering, so
+accelerators compile JAX's own gradients. Grouped convolutions (``feature_group_count`` or
+``batch_group_count`` > 1) keep JAX's gradients everywhere.
 """
 
 from __future__ import annotations
@@ -82,33 +82,84 @@ def _jvp(primals, tangents, **params):
     if type(lhs_dot) is not ad.Zero:
         terms.append(conv_p.bind(lhs_dot, rhs, **params))
     if type(rhs_dot) is not ad.Zero:
-        terms.append(_lax_conv(lhs, rhs_dot, **params))  # JAX's own transpose: the kernel gradient
+        terms.append(conv_p.bind(lhs, rhs_dot, **params))
     return out, functools.reduce(jnp.add, terms)
 
 
-def _exchanged_features(rhs: Array, params: dict) -> tuple[Array, dict]:
-    """The kernel with its output and input feature axes exchanged in memory, and the dimension
-    numbers that read it as the same convolution. An optimisation barrier keeps XLA from folding
-    the transpose back into the dimension numbers."""
+def _jax_input_gradient(cotangent, lhs, rhs, params):
+    (lhs_bar,) = jax.linear_transpose(lambda x: _lax_conv(x, rhs, **params), lhs)(cotangent)
+    return lhs_bar
+
+
+def _jax_kernel_gradient(cotangent, lhs, rhs, params):
+    (rhs_bar,) = jax.linear_transpose(lambda r: _lax_conv(lhs, r, **params), rhs)(cotangent)
+    return rhs_bar
+
+
+def _canonical_input_gradient(cotangent, lhs, rhs, params):
+    """JAX's input gradient of a kernel whose output and input feature axes are exchanged in
+    memory (the dimension numbers read it as the same convolution): its own convolution then
+    reads the kernel as ``[spatial..., in, out]``. An optimisation barrier keeps XLA from folding
+    the exchange back into the dimension numbers."""
     lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
     out_axis, in_axis = rhs_spec[0], rhs_spec[1]
     exchanged = lax.optimization_barrier(jnp.swapaxes(rhs, out_axis, in_axis))
     numbers = lax.ConvDimensionNumbers(lhs_spec, (in_axis, out_axis, *rhs_spec[2:]), out_spec)
-    return exchanged, {**params, "dimension_numbers": numbers}
+    return _jax_input_gradient(cotangent, lhs, exchanged, {**params, "dimension_numbers": numbers})
+
+
+def _canonical_kernel_gradient(cotangent, lhs, rhs, params):
+    """The kernel gradient as one canonical convolution: the input's features as its batch and
+    the input's examples as its features (``[C_in, spatial..., B]``), the cotangent as its kernel
+    (``[spatial..., B, C_out]``), strides and kernel dilation exchanged as in JAX's rule; the
+    result ``[C_in, spatial..., C_out]`` is laid out as the kernel."""
+    lhs_spec, rhs_spec, out_spec = params["dimension_numbers"]
+    n = len(lhs_spec) - 2
+    lhs_t = jnp.transpose(lhs, (lhs_spec[1], *lhs_spec[2:], lhs_spec[0]))
+    cotangent_t = jnp.transpose(cotangent, (*out_spec[2:], out_spec[0], out_spec[1]))
+    lhs_t, cotangent_t = lax.optimization_barrier((lhs_t, cotangent_t))
+    in_size, window = lhs_t.shape[1:-1], [rhs.shape[d] for d in rhs_spec[2:]]
+    dilated_in = [(i - 1) * d + 1 if i else 0 for i, d in zip(in_size, params["lhs_dilation"])]
+    dilated_window = [(k - 1) * d + 1 for k, d in zip(window, params["rhs_dilation"])]
+    dilated_out = [(o - 1) * s + 1 if o else 0
+                   for o, s in zip(cotangent_t.shape[:-2], params["window_strides"])]
+    padding = [(lo, o - i + k - lo - 1) for (lo, _), o, i, k
+               in zip(params["padding"], dilated_out, dilated_in, dilated_window)]
+    canonical = lax.ConvDimensionNumbers((0, n + 1, *range(1, n + 1)),
+                                         (n + 1, n, *range(n)), (0, n + 1, *range(1, n + 1)))
+    grad = lax.conv_general_dilated(
+        lhs_t, cotangent_t, window_strides=params["rhs_dilation"], padding=padding,
+        lhs_dilation=params["lhs_dilation"], rhs_dilation=params["window_strides"],
+        dimension_numbers=canonical, precision=params["precision"],
+        preferred_element_type=params["preferred_element_type"])
+    order = [0] * (n + 2)  # grad's axes (in, spatial..., out) -> the kernel's layout
+    order[rhs_spec[1]], order[rhs_spec[0]] = 0, n + 1
+    for k, axis in enumerate(rhs_spec[2:]):
+        order[axis] = k + 1
+    return jnp.transpose(grad, order).astype(rhs.dtype)
 
 
 def _transpose(cotangent, lhs, rhs, **params):
+    """Both gradients by JAX's rules, except on a CPU for ungrouped convolutions, where they are
+    computed as canonical convolutions (module docstring); ``lax.platform_dependent`` picks at
+    lowering, so accelerators compile JAX's own."""
     cotangent = ad.instantiate_zeros(cotangent)
-    if ad.is_undefined_primal(rhs):  # linear in the kernel (not produced by _jvp): JAX's rule
-        (rhs_bar,) = jax.linear_transpose(lambda r: _lax_conv(lhs, r, **params), rhs.aval)(
-            cotangent)
-        return [None, rhs_bar]
-    kernel, kernel_params = rhs, params
-    if params["feature_group_count"] == 1 and params["batch_group_count"] == 1:
-        kernel, kernel_params = _exchanged_features(rhs, params)
-    (lhs_bar,) = jax.linear_transpose(lambda x: _lax_conv(x, kernel, **kernel_params), lhs.aval)(
-        cotangent)
-    return [lhs_bar, None]
+    ungrouped = params["feature_group_count"] == 1 and params["batch_group_count"] == 1
+    if ad.is_undefined_primal(lhs):
+        primal, jax_rule, canonical = rhs, _jax_input_gradient, _canonical_input_gradient
+        aval = lhs.aval
+        call = lambda rule, c, r: rule(c, aval, r, params)  # noqa: E731
+    else:
+        primal, jax_rule, canonical = lhs, _jax_kernel_gradient, _canonical_kernel_gradient
+        aval = rhs.aval
+        call = lambda rule, c, x: rule(c, x, aval, params)  # noqa: E731
+    if not ungrouped:
+        bar = call(jax_rule, cotangent, primal)
+    else:
+        bar = lax.platform_dependent(cotangent, primal,
+                                     cpu=lambda c, p: call(canonical, c, p),
+                                     default=lambda c, p: call(jax_rule, c, p))
+    return [bar, None] if ad.is_undefined_primal(lhs) else [None, bar]
 
 
 def _merge_into_batch(x: Array, mapped: int, batch: int) -> Array:

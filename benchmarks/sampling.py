@@ -125,9 +125,9 @@ def benchmark(args, events: CompileEvents) -> dict:
                    usual_nfe=_nfe_at(name, usual),
                    seconds_per_sample_usual=seconds / args.batch
                    * _nfe_at(name, usual) / nfe,
-                   **overhead_share(result, path, name, unit, args.forward_passes, WARMUP),
-                   **overhead_share(result, path, name, unit, args.forward_passes, WARMUP,
-                                    "cpu_"))
+                   **{**overhead_share(result, path, name, unit, args.forward_passes, WARMUP),
+                      **overhead_share(result, path, name, unit, args.forward_passes, WARMUP,
+                                       "cpu_")})
     return result
 
 

@@ -13,6 +13,9 @@ donated aliases), and on a GPU also the device's peak bytes in use.
   (``training.qc_every`` = 4 or 5): each timed unit is one cycle of the lazy schedule (k
   consecutive steps; 4 for the other variants), and the ratios are per step, so the lazy ratio is
   the amortised one;
+* U with activation checkpointing of the residual blocks (``training.remat``: the policies
+  ``nothing_saveable`` and ``conv_saveable``): the step-time cost of recomputing their forward
+  pass;
 * ``n_jitted_steps``: U with 5 steps in one dispatch against 5 dispatches of one step;
 * ``flops``: XLA's FLOP count per train step of every variant above (the lowered programs,
   nothing compiled or run: about half a minute per variant at full width on a CPU, at any
@@ -23,6 +26,7 @@ donated aliases), and on a GPU also the device's peak bytes in use.
     python benchmarks/images.py --batch 4 --mock-data --sections qc --variants c qc
     python benchmarks/images.py --batch 4 --mock-data --sections qc --variants qc_fraction qc_every
     python benchmarks/images.py --batch 4 --mock-data --sections qc --variants qc_every5
+    python benchmarks/images.py --batch 8 --mock-data --sections qc --variants remat remat_conv
                                                      # full network on a CPU, in three runs
     python benchmarks/images.py --nf 32 --num-res-blocks 2 --batch 8 --mock-data   # reduced width
     python benchmarks/images.py ... --sections jitted     # only the steps-per-dispatch table
@@ -58,9 +62,12 @@ VARIANTS = {  # name: (config module, training overrides)
     "QC, qc_fraction 0.25": ("cifar10_qc", {"qc_fraction": 0.25}),
     "QC, qc_every 4": ("cifar10_qc", {"qc_every": 4}),
     "QC, qc_every 5": ("cifar10_qc", {"qc_every": 5}),
+    "U, remat nothing_saveable": ("cifar10_u", {"remat": "nothing_saveable"}),
+    "U, remat conv_saveable": ("cifar10_u", {"remat": "conv_saveable"}),
 }
 #: ``--variants`` names of VARIANTS (U is always timed: it is the reference of every ratio).
-VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every", "qc_every5"], VARIANTS))
+VARIANT_FLAGS = dict(zip(["u", "c", "qc", "qc_fraction", "qc_every", "qc_every5", "remat",
+                          "remat_conv"], VARIANTS))
 
 
 def qcsgm_config(module: str, args, batch: int, **training):

@@ -51,10 +51,9 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int],
     if isinstance(padding, str):
         in_shape = [lhs.shape[d] for d in dimension_numbers.lhs_spec[2:]]
         window = [rhs.shape[d] for d in dimension_numbers.rhs_spec[2:]]
-        dilated_in = [(n - 1) * d + 1 for n, d in zip(in_shape, lhs_dilation or (1,) * spatial)]
-        dilated_window = [(k - 1) * d + 1
-                          for k, d in zip(window, rhs_dilation or (1,) * spatial)]
-        padding = lax.padtype_to_pads(dilated_in, dilated_window, window_strides, padding)
+        padding = lax.padtype_to_pads(_dilated(in_shape, lhs_dilation or (1,) * spatial),
+                                      _dilated(window, rhs_dilation or (1,) * spatial),
+                                      window_strides, padding)
     return conv_p.bind(
         lhs, rhs, window_strides=tuple(window_strides),
         padding=tuple(tuple(p) for p in padding),
@@ -86,7 +85,15 @@ def _jvp(primals, tangents, **params):
     return out, functools.reduce(jnp.add, terms)
 
 
-def _jax_input_gradient(cotangent, lhs, rhs, params):
+def _dilated(sizes, dilation) -> list[int]:
+    """The extents of ``sizes`` with ``dilation`` − 1 zeros between neighbours."""
+    return [(n - 1) * d + 1 if n else 0 for n, d in zip(sizes, dilation)]
+
+
+# The gradient rules take (cotangent, the known operand, the aval of the unknown one, params).
+
+
+def _jax_input_gradient(cotangent, rhs, lhs, params):
     (lhs_bar,) = jax.linear_transpose(lambda x: _lax_conv(x, rhs, **params), lhs)(cotangent)
     return lhs_bar
 
@@ -96,7 +103,7 @@ def _jax_kernel_gradient(cotangent, lhs, rhs, params):
     return rhs_bar
 
 
-def _canonical_input_gradient(cotangent, lhs, rhs, params):
+def _canonical_input_gradient(cotangent, rhs, lhs, params):
     """JAX's input gradient of a kernel whose output and input feature axes are exchanged in
     memory (the dimension numbers read it as the same convolution): its own convolution then
     reads the kernel as ``[spatial..., in, out]``. An optimisation barrier keeps XLA from folding
@@ -105,7 +112,7 @@ def _canonical_input_gradient(cotangent, lhs, rhs, params):
     out_axis, in_axis = rhs_spec[0], rhs_spec[1]
     exchanged = lax.optimization_barrier(jnp.swapaxes(rhs, out_axis, in_axis))
     numbers = lax.ConvDimensionNumbers(lhs_spec, (in_axis, out_axis, *rhs_spec[2:]), out_spec)
-    return _jax_input_gradient(cotangent, lhs, exchanged, {**params, "dimension_numbers": numbers})
+    return _jax_input_gradient(cotangent, exchanged, lhs, {**params, "dimension_numbers": numbers})
 
 
 def _canonical_kernel_gradient(cotangent, lhs, rhs, params):
@@ -119,10 +126,9 @@ def _canonical_kernel_gradient(cotangent, lhs, rhs, params):
     cotangent_t = jnp.transpose(cotangent, (*out_spec[2:], out_spec[0], out_spec[1]))
     lhs_t, cotangent_t = lax.optimization_barrier((lhs_t, cotangent_t))
     in_size, window = lhs_t.shape[1:-1], [rhs.shape[d] for d in rhs_spec[2:]]
-    dilated_in = [(i - 1) * d + 1 if i else 0 for i, d in zip(in_size, params["lhs_dilation"])]
-    dilated_window = [(k - 1) * d + 1 for k, d in zip(window, params["rhs_dilation"])]
-    dilated_out = [(o - 1) * s + 1 if o else 0
-                   for o, s in zip(cotangent_t.shape[:-2], params["window_strides"])]
+    dilated_in = _dilated(in_size, params["lhs_dilation"])
+    dilated_window = _dilated(window, params["rhs_dilation"])
+    dilated_out = _dilated(cotangent_t.shape[:-2], params["window_strides"])
     padding = [(lo, o - i + k - lo - 1) for (lo, _), o, i, k
                in zip(params["padding"], dilated_out, dilated_in, dilated_window)]
     canonical = lax.ConvDimensionNumbers((0, n + 1, *range(1, n + 1)),
@@ -144,21 +150,15 @@ def _transpose(cotangent, lhs, rhs, **params):
     computed as canonical convolutions (module docstring); ``lax.platform_dependent`` picks at
     lowering, so accelerators compile JAX's own."""
     cotangent = ad.instantiate_zeros(cotangent)
-    ungrouped = params["feature_group_count"] == 1 and params["batch_group_count"] == 1
     if ad.is_undefined_primal(lhs):
-        primal, jax_rule, canonical = rhs, _jax_input_gradient, _canonical_input_gradient
-        aval = lhs.aval
-        call = lambda rule, c, r: rule(c, aval, r, params)  # noqa: E731
+        known, aval, rules = rhs, lhs.aval, (_jax_input_gradient, _canonical_input_gradient)
     else:
-        primal, jax_rule, canonical = lhs, _jax_kernel_gradient, _canonical_kernel_gradient
-        aval = rhs.aval
-        call = lambda rule, c, x: rule(c, x, aval, params)  # noqa: E731
-    if not ungrouped:
-        bar = call(jax_rule, cotangent, primal)
+        known, aval, rules = lhs, rhs.aval, (_jax_kernel_gradient, _canonical_kernel_gradient)
+    jax_rule, canonical = (lambda c, k, rule=rule: rule(c, k, aval, params) for rule in rules)
+    if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
+        bar = jax_rule(cotangent, known)
     else:
-        bar = lax.platform_dependent(cotangent, primal,
-                                     cpu=lambda c, p: call(canonical, c, p),
-                                     default=lambda c, p: call(jax_rule, c, p))
+        bar = lax.platform_dependent(cotangent, known, cpu=canonical, default=jax_rule)
     return [bar, None] if ad.is_undefined_primal(lhs) else [None, bar]
 
 

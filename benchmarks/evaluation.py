@@ -48,6 +48,8 @@ spread, so its overhead share is at most the one measured here.
     python benchmarks/evaluation.py --batch 128 --pc-steps 1000  # a GPU
 
 ``--mock-data`` feeds tfds mock images when CIFAR-10 is not prepared on the machine.
+The process keeps the host memory programs free, as ``main.py`` does (``benchmarks.host_memory``;
+``--glibc-malloc-defaults`` leaves glibc's ``malloc`` at its defaults).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.host_memory import add_host_memory_argument, set_host_memory_as_main  # noqa: E402
 from benchmarks.timing import (BatchPath, CompileEvents, compare, forward_step,  # noqa: E402
                                format_table, image_data, overhead_share, write_json)
 from sgm_jax import parallel  # noqa: E402
@@ -277,7 +280,9 @@ def main(argv=None) -> None:
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "evaluation.json"))
+    add_host_memory_argument(parser)
     args = parser.parse_args(argv)
+    set_host_memory_as_main(args)  # before JAX starts its threads
     for field, value in (QUICK if args.quick else FULL).items():
         if getattr(args, field) is None:
             setattr(args, field, value)

@@ -24,6 +24,10 @@ compiles nothing).
     python benchmarks/sampling.py --setup digits                   # configs/ve/digits_u.py
     python benchmarks/sampling.py --setup ncsnpp_deep --mock-data  # cifar10_u, NCSN++ deep nf 32
 
+The process keeps the host memory programs free, as ``main.py`` does (``benchmarks.host_memory``;
+``--glibc-malloc-defaults`` leaves glibc's ``malloc`` at its defaults); ``--samplers`` times a
+subset.
+
 Every sampler runs ``--steps`` steps (PC: N = sde.num_scales; DDIM: N; Heun: N levels, 2N − 1
 NFE; DPS: N); its seconds per sample at its usual step count (PC 1000, DDIM 50, Heun 18, DPS
 1000) are extrapolated linearly in the NFE.
@@ -43,6 +47,7 @@ import jax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.host_memory import add_host_memory_argument, set_host_memory_as_main  # noqa: E402
 from benchmarks.timing import (BatchPath, CompileEvents, compare, forward_step,  # noqa: E402
                                format_table, image_data, overhead_share, write_json)
 from sgm_jax import parallel  # noqa: E402
@@ -93,9 +98,11 @@ def benchmark(args, events: CompileEvents) -> dict:
     base = build_experiment(_config(args, {}))
     params = parallel.replicate(base.init_params(jax.random.PRNGKey(0)), mesh)
     key = base.eval_key()
-    runs = {FORWARD: forward_step(base, params, mesh, args.batch, args.forward_passes),
-            VJP: forward_step(base, params, mesh, args.batch, args.forward_passes, "vjp")}
-    for name, (overrides, _, _) in SAMPLERS.items():
+    samplers = {name: SAMPLERS[name] for name in args.samplers}
+    runs = {FORWARD: forward_step(base, params, mesh, args.batch, args.forward_passes)}
+    if any(unit == VJP for _, unit, _ in samplers.values()):
+        runs[VJP] = forward_step(base, params, mesh, args.batch, args.forward_passes, "vjp")
+    for name, (overrides, _, _) in samplers.items():
         experiment = build_experiment(_config(args, overrides))
         if experiment.task is None:
             sampler = BatchSampler(experiment, params, args.batch, mesh)
@@ -154,6 +161,8 @@ def markdown(result: dict, args) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", choices=tuple(SETUPS), default="digits")
+    parser.add_argument("--samplers", nargs="+", choices=tuple(SAMPLERS), default=list(SAMPLERS),
+                        help="the samplers to time (default: all)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="steps of every sampler")
     parser.add_argument("--rounds", type=int, default=3)
@@ -163,7 +172,9 @@ def main(argv=None) -> None:
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--out", default=None,
                         help="JSON (default benchmarks/results/sampling_<setup>.json)")
+    add_host_memory_argument(parser)
     args = parser.parse_args(argv)
+    set_host_memory_as_main(args)  # before JAX starts its threads
     for field in ("batch", "steps", "rounds", "repeats", "forward_passes"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "

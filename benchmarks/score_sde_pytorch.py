@@ -50,6 +50,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.host_memory import (add_host_memory_argument,  # noqa: E402 (no JAX import)
+                                    set_host_memory_as_main)
 from benchmarks.op_profile import GROUP_TITLES, GROUPS  # noqa: E402 (no JAX import)
 
 #: Unlabelled PyTorch operators that only move data (the "layout" group).
@@ -308,9 +310,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true",
                         help="then profile one timed unit of each step per group of operations")
-    parser.add_argument("--glibc-malloc-defaults", action="store_true",
-                        help="leave glibc's malloc at its defaults in the library's process "
-                             "(main.py --nokeep_freed_host_memory)")
+    add_host_memory_argument(parser)
     parser.add_argument("--peer-keep-freed-host-memory", action="store_true",
                         help="set glibc's malloc in the PyTorch worker as the library's "
                              "processes set it (sgm_jax.host_memory) instead of its defaults")
@@ -323,13 +323,10 @@ def main(argv=None) -> None:
     if not os.path.isfile(os.path.join(args.score_sde_pytorch, "losses.py")):
         raise SystemExit(f"--score-sde-pytorch={args.score_sde_pytorch!r} is not a checkout of "
                          "score_sde_pytorch (no losses.py there).")
-    if not args.worker and not args.glibc_malloc_defaults:  # before JAX starts its threads
-        from sgm_jax.host_memory import keep_freed_host_memory
-
-        keep_freed_host_memory()
     if args.worker:
         return worker(args.score_sde_pytorch, args.batch[0], args.nf, args.num_res_blocks,
                       args.peer_keep_freed_host_memory)
+    set_host_memory_as_main(args)  # before JAX starts its threads
 
     from benchmarks.timing import write_json
 

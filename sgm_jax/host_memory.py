@@ -9,7 +9,11 @@ time in a 6.0 s step. With ``mmap`` off for ``malloc``, one arena for all thread
 trimming, the freed buffers stay in the heap and the next step reuses them: no page faults,
 0.05 s of system time, 4.2–4.6 s per step (docs/benchmarks.md). Without the single arena
 (``mmap`` and trimming off alone) 0.34 million faults and 0.7 s of system time remained, and the
-step was not measurably faster at batch 8.
+step was not measurably faster at batch 8. Inside a compiled loop (a sampler) the faults recur at
+every pass through the network: NCSN++ deep at nf 32, batch 64, 2.99 s per pass with glibc's
+defaults against 2.09 s with this setting. For small programs it costs instead: sampling the
+8×8 digits network (nf 16, batch 64) took 1.18–1.22× longer with it than with the defaults, in
+separate runs (docs/benchmarks.md, "Samplers").
 
 The price is that the process keeps its peak heap until it exits, which a training or evaluation
 process, whose every step has the same peak, pays anyway; and XLA's compiler threads share one

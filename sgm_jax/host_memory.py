@@ -11,10 +11,10 @@ trimming, the freed buffers stay in the heap and the next step reuses them: no p
 (``mmap`` and trimming off alone) 0.34 million faults and 0.7 s of system time remained, and the
 step was not measurably faster at batch 8. Inside a compiled loop (a sampler) the faults recur at
 every pass through the network: NCSN++ deep at nf 32, batch 64, 2.99 s per pass with glibc's
-defaults against 2.09 s with this setting. For some programs it costs instead: the 8×8 digits network's
-train step took 43–51 ms with it against 27–28 ms with the defaults, its sampling 1.18–1.22×
-longer (separate runs; the single arena is the part that costs), while the toy QC step ran at
-46–55 ms against 69–77 ms (docs/benchmarks.md, "Samplers").
+defaults against 2.09 s with this setting. For some programs it costs instead: the 8×8 digits
+network's train step took 43–51 ms with it against 27–28 ms with the defaults, its sampling
+1.18–1.22× longer (separate runs; the single arena is the part that costs), while the toy QC step
+ran at 46–55 ms against 69–77 ms (docs/benchmarks.md, "Samplers").
 
 The price is that the process keeps its peak heap until it exits, which a training or evaluation
 process, whose every step has the same peak, pays anyway; and XLA's compiler threads share one

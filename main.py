@@ -21,8 +21,10 @@ or a later evaluation of the same workdir loads its train step instead of compil
 ``--nocompilation_cache`` turns this off.
 
 Memory that a compiled program frees stays in the process for its next execution
-(:mod:`sgm_jax.host_memory`: no page faults between the steps of a CPU run);
-``--nokeep_freed_host_memory`` leaves glibc's ``malloc`` at its defaults.
+(:mod:`sgm_jax.host_memory`: no page faults between the steps of a CPU run) where the config's
+``keep_freed_host_memory`` says so (every config but the digits ones, whose small programs run
+faster with glibc's ``malloc`` at its defaults); ``--keep_freed_host_memory`` /
+``--nokeep_freed_host_memory`` override the config.
 """
 
 import os
@@ -43,9 +45,10 @@ flags.DEFINE_bool("debug", False, "Show the full traceback of every error.")
 flags.DEFINE_bool("compilation_cache", True,
                   "Keep compiled programs in WORKDIR/compilation_cache (or "
                   "JAX_COMPILATION_CACHE_DIR when set) and load them from there in later runs.")
-flags.DEFINE_bool("keep_freed_host_memory", True,
+flags.DEFINE_bool("keep_freed_host_memory", None,
                   "Keep the memory that compiled programs free in the process for their next "
-                  "execution (sgm_jax.host_memory; glibc only).")
+                  "execution (sgm_jax.host_memory; glibc only); unset: as the config's "
+                  "keep_freed_host_memory says.")
 flags.mark_flags_as_required(["config", "mode", "workdir"])
 
 
@@ -97,11 +100,11 @@ def main(argv):
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
     from sgm_jax import host_memory, parallel
 
-    if FLAGS.keep_freed_host_memory:  # before JAX starts its threads
-        host_memory.keep_freed_host_memory()
-    parallel.maybe_initialize_distributed()  # before any JAX computation
-    use_compilation_cache(FLAGS.workdir, FLAGS.compilation_cache)
     try:
+        if host_memory.configured(FLAGS.config, FLAGS.keep_freed_host_memory):  # before JAX starts
+            host_memory.keep_freed_host_memory()
+        parallel.maybe_initialize_distributed()  # before any JAX computation
+        use_compilation_cache(FLAGS.workdir, FLAGS.compilation_cache)
         run(FLAGS.config, FLAGS.mode, FLAGS.workdir)
     except USER_ERRORS as err:
         if FLAGS.debug:

@@ -48,8 +48,8 @@ spread, so its overhead share is at most the one measured here.
     python benchmarks/evaluation.py --batch 128 --pc-steps 1000  # a GPU
 
 ``--mock-data`` feeds tfds mock images when CIFAR-10 is not prepared on the machine.
-The process keeps the host memory programs free, as ``main.py`` does (``benchmarks.host_memory``;
-``--glibc-malloc-defaults`` leaves glibc's ``malloc`` at its defaults).
+The process sets host memory as ``main.py`` does for the config (``benchmarks.host_memory``;
+``--glibc-malloc-defaults`` and ``--keep-freed-host-memory`` force one or the other).
 """
 
 from __future__ import annotations
@@ -282,7 +282,6 @@ def main(argv=None) -> None:
                                                       "evaluation.json"))
     add_host_memory_argument(parser)
     args = parser.parse_args(argv)
-    set_host_memory_as_main(args)  # before JAX starts its threads
     for field, value in (QUICK if args.quick else FULL).items():
         if getattr(args, field) is None:
             setattr(args, field, value)
@@ -291,6 +290,7 @@ def main(argv=None) -> None:
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "
                              f"{getattr(args, field)}.")
+    kept = set_host_memory_as_main(args, _config(args))  # before JAX starts its threads
     events = CompileEvents()
     with contextlib.ExitStack() as stack:
         stack.enter_context(image_data(args.mock_data, args.batch))
@@ -302,6 +302,7 @@ def main(argv=None) -> None:
         result = benchmark(args, events, weights)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     settings["config"] = os.path.relpath(os.path.abspath(args.config), ROOT)
+    settings["freed_host_memory_kept"] = kept
     write_json(args.out, {"settings": settings, "random_inception_weights": not
                           args.inception_weights, "evaluation": result})
     print(f"\nwrote {args.out}")

@@ -24,9 +24,9 @@ compiles nothing).
     python benchmarks/sampling.py --setup digits                   # configs/ve/digits_u.py
     python benchmarks/sampling.py --setup ncsnpp_deep --mock-data  # cifar10_u, NCSN++ deep nf 32
 
-The process keeps the host memory programs free, as ``main.py`` does (``benchmarks.host_memory``;
-``--glibc-malloc-defaults`` leaves glibc's ``malloc`` at its defaults); ``--samplers`` times a
-subset.
+The process sets host memory as ``main.py`` does for the setup's config (``benchmarks.host_memory``:
+freed memory kept for NCSN++, glibc's defaults for digits; ``--glibc-malloc-defaults`` and
+``--keep-freed-host-memory`` force one or the other); ``--samplers`` times a subset.
 
 Every sampler runs ``--steps`` steps (PC: N = sde.num_scales; DDIM: N; Heun: N levels, 2N − 1
 NFE; DPS: N); its seconds per sample at its usual step count (PC 1000, DDIM 50, Heun 18, DPS
@@ -174,7 +174,7 @@ def main(argv=None) -> None:
                         help="JSON (default benchmarks/results/sampling_<setup>.json)")
     add_host_memory_argument(parser)
     args = parser.parse_args(argv)
-    set_host_memory_as_main(args)  # before JAX starts its threads
+    kept = set_host_memory_as_main(args, _config(args, {}))  # before JAX starts its threads
     for field in ("batch", "steps", "rounds", "repeats", "forward_passes"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "
@@ -189,7 +189,8 @@ def main(argv=None) -> None:
                                f"{args.steps} steps, {device}"))
     print()
     print(markdown(result, args))
-    write_json(out, {"settings": vars(args) | {"out": os.path.relpath(out, ROOT)},
+    write_json(out, {"settings": vars(args) | {"out": os.path.relpath(out, ROOT),
+                                               "freed_host_memory_kept": kept},
                      "sampling": result})
     print(f"\nwrote {out}")
 

@@ -25,8 +25,8 @@ optimiser), a backward operator by the forward operator whose gradient it comput
 sequence numbers), and every convolution outside ``upfirdn2d`` as a convolution
 (:func:`torch_profile`).
 
-The library's process sets glibc's ``malloc`` as ``main.py`` does (:mod:`sgm_jax.host_memory`)
-unless ``--glibc-malloc-defaults``; the worker keeps glibc's defaults, as score_sde_pytorch runs,
+The library's process sets glibc's ``malloc`` as ``main.py`` does for ``configs/ve/cifar10_u.py``
+(it keeps freed memory, :mod:`sgm_jax.host_memory`) unless ``--glibc-malloc-defaults``; the worker keeps glibc's defaults, as score_sde_pytorch runs,
 unless ``--peer-keep-freed-host-memory`` gives it the same setting.
 
 score_sde_pytorch builds its FIR up/down-sampling CUDA kernels when ``op`` is imported; on a CPU

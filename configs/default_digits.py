@@ -22,6 +22,9 @@ Changes from ``configs/default_cifar10.py``, each measured in the ablation of
   the samples), which leaves the training time to the training steps;
 * the PC sampler (reverse diffusion + Langevin, snr 0.16) with N = 200 noise scales (400 NFE
   instead of score_sde's 2,000; N = 100 gives fewer recognisable digits);
+* glibc's ``malloc`` at its defaults (``keep_freed_host_memory`` False): with the other
+  configs' setting (``sgm_jax.host_memory``) a train step took 43–54 ms instead of 27–34 ms and
+  sampling 1.2× longer (docs/benchmarks.md);
 * an evaluation that fits a CPU: 512 samples, one bits/dim pass over 128 test images, Asym on
   20 noise levels, and no Inception metrics (the FID network needs 299×299 RGB images and its
   weights file, which are not available offline; ``experiments/digits_measure.py`` and
@@ -33,6 +36,7 @@ from configs.default_cifar10 import get_default_configs
 
 def get_digits_config():
     config = get_default_configs()
+    config.keep_freed_host_memory = False
     config.data.dataset = "digits"
     config.data.image_size = 8
     config.data.num_channels = 1

@@ -5,8 +5,9 @@
 
 Every config under configs/ (``configs/<family>/<name>.py``) is built by its builder
 (``build_classifier_experiment`` for a config with a ``classifier`` section, else
-``build_experiment``; one device) inside :func:`sgm_jax.config_fields.recording`, which gives
-every field the builder reads and what its reader allows. The defaults are the values of the
+``build_experiment``; one device), and ``main.py``'s read of ``keep_freed_host_memory``
+(:func:`sgm_jax.host_memory.configured`), inside :func:`sgm_jax.config_fields.recording`, which
+gives every field the builder reads and what its reader allows. The defaults are the values of the
 ``configs/default_*.py`` files in :data:`DEFAULTS`. The meanings are :data:`MEANINGS`, the one
 hand-written part; a field of ``classifier.optim`` or ``classifier.training`` without an entry of
 its own is described by its namesake in ``optim`` or ``training`` (:data:`SHARED`).
@@ -35,8 +36,8 @@ from sgm_jax.config_sections import NETWORK_FIELD  # noqa: E402
 OUTPUT = os.path.join(ROOT, "docs", "config.md")
 
 #: The sections of docs/config.md, in order (a field's section: its first name, or its first two
-#: under ``classifier.``).
-SECTIONS = ("seed", "data", "model", "sde", "training", "optim", "sampling", "eval", "classifier",
+#: under ``classifier.``; "top level" for a field outside every section).
+SECTIONS = ("top level", "data", "model", "sde", "training", "optim", "sampling", "eval", "classifier",
             "classifier.model", "classifier.training", "classifier.optim", "guidance")
 
 #: The default files, in groups: a field shows the values of the first group that has it,
@@ -60,6 +61,15 @@ MEANINGS = {
             "training set / image augmentation, the epoch permutations, the initial parameters "
             "and the training draws; evaluation uses `PRNGKey(seed + 10000)`; a DLSM classifier "
             "folds the same keys with 1.",
+    "keep_freed_host_memory": "Keep the host memory that compiled programs free in the process "
+                              "for their next execution (`sgm_jax.host_memory`: glibc's "
+                              "`malloc` on one arena, without `mmap` or trimming), which "
+                              "`main.py` sets before JAX starts (its `--[no]keep_freed_host_"
+                              "memory` overrides this field); False: glibc's defaults. True "
+                              "where absent. Large networks fault their buffers in at every "
+                              "step without it (NCSN++ deep, batch 4: 4.7 against 6.0 s/step "
+                              "on 2 cores); the digits configs set False (their step 27–34 "
+                              "against 43–54 ms with it; docs/benchmarks.md).",
     # data
     "data.dataset": "The data: a 2-D toy generator (`8gaussians`, `spirals`, `checkerboard`; "
                     "`moons` with 2 classes) or an image set (tfds names, prepared beforehand "
@@ -452,10 +462,12 @@ def leaves(config, prefix: str = "") -> dict:
 def read_fields(config) -> dict[str, str | None]:
     """Builds ``config`` as ``main.py`` does (one device) and returns what the builder read:
     ``{field: allowed-values text}``."""
+    from sgm_jax import host_memory
     from sgm_jax.classifier_experiment import build_classifier_experiment
     from sgm_jax.experiment import build_experiment
 
     with cf.recording() as allowed:
+        host_memory.configured(config)
         if cf.has(config, "classifier"):
             build_classifier_experiment(config, num_devices=1)
         else:
@@ -499,6 +511,8 @@ def meaning(field: str) -> str | None:
 
 def section(field: str) -> str:
     parts = field.split(".")
+    if len(parts) == 1:
+        return "top level"
     return ".".join(parts[:2]) if parts[0] == "classifier" and len(parts) > 2 else parts[0]
 
 
@@ -583,7 +597,8 @@ def render(data: Survey) -> str:
         f"Every field of every config under `configs/` ({len(fields)} fields). A config is "
         "read in one place, the experiment builder (`sgm_jax.experiment.build_experiment`, and "
         "`sgm_jax.classifier_experiment.build_classifier_experiment` for a config with a "
-        "`classifier` section), which checks every field as it reads it: a value outside "
+        "`classifier` section; `main.py` reads `keep_freed_host_memory` before it starts "
+        "JAX), which checks every field as it reads it: a value outside "
         "*allowed* is a `ValueError` naming the field, the value and what is allowed. Any field "
         "can be overridden from the command line, `--config.training.n_iters=1000`.",
         "",

@@ -20,15 +20,24 @@ The price is that the process keeps its peak heap until it exits, which a traini
 process, whose every step has the same peak, pays anyway; and XLA's compiler threads share one
 heap (a single compile of that step took 107 s with it against 93–122 s without, within this
 machine's spread; a run of the test suite with it in its workers, all compilation, took 15.5
-min of CPU time against 13.4–14.2 min without, so the tests leave it off). ``main.py``
-applies it before JAX starts its threads (``--keep_freed_host_memory``, on by default); a script
-of its own calls :func:`keep_freed_host_memory` first thing. Elsewhere than glibc (macOS, musl) it does nothing.
+min of CPU time against 13.4–14.2 min without, so the tests leave it off).
+
+A config says which its programs want (:func:`configured`: the top-level field
+``keep_freed_host_memory``, True where absent; the digits configs set False), and ``main.py``
+applies it before JAX starts its threads (``--keep_freed_host_memory`` /
+``--nokeep_freed_host_memory`` override the config); a script of its own calls
+:func:`keep_freed_host_memory` first thing. Elsewhere than glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+from sgm_jax import config_fields as cf
+
+#: The config field that says whether a run keeps freed host memory.
+FIELD = "keep_freed_host_memory"
 
 #: glibc's ``mallopt`` parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -46,3 +55,12 @@ def keep_freed_host_memory() -> bool:
         return False
     settings = ((M_MMAP_MAX, 0), (M_ARENA_MAX, 1), (M_TRIM_THRESHOLD, -1))
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+
+
+def configured(config, override: bool | None = None) -> bool:
+    """Whether a run of ``config`` keeps freed host memory: ``override`` unless None (``main.py``'s
+    ``--[no]keep_freed_host_memory``), else the config's top-level boolean
+    ``keep_freed_host_memory`` (``ValueError`` for anything but True or False; True for a config
+    without the field). The field is read (and checked) either way."""
+    from_config = cf.boolean(config, FIELD) if cf.has(config, FIELD) else True
+    return from_config if override is None else bool(override)

@@ -24,7 +24,9 @@ Memory that a compiled program frees stays in the process for its next execution
 (:mod:`sgm_jax.host_memory`: no page faults between the steps of a CPU run) where the config's
 ``keep_freed_host_memory`` says so (every config but the digits ones, whose small programs run
 faster with glibc's ``malloc`` at its defaults); ``--keep_freed_host_memory`` /
-``--nokeep_freed_host_memory`` override the config.
+``--nokeep_freed_host_memory`` override the config. Where the config's ``xla_cpu_ynn_elementwise``
+says so (the image configs but digits), XLA:CPU runs elementwise fusions through YNNPACK too
+(:mod:`sgm_jax.xla_cpu`); ``--[no]xla_cpu_ynn_elementwise`` overrides the config.
 """
 
 import os
@@ -49,6 +51,9 @@ flags.DEFINE_bool("keep_freed_host_memory", None,
                   "Keep the memory that compiled programs free in the process for their next "
                   "execution (sgm_jax.host_memory; glibc only); unset: as the config's "
                   "keep_freed_host_memory says.")
+flags.DEFINE_bool("xla_cpu_ynn_elementwise", None,
+                  "XLA:CPU runs elementwise fusions through YNNPACK too (sgm_jax.xla_cpu); unset: "
+                  "as the config's xla_cpu_ynn_elementwise says.")
 flags.mark_flags_as_required(["config", "mode", "workdir"])
 
 
@@ -98,11 +103,13 @@ def use_compilation_cache(workdir: str, enabled: bool = True) -> str | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    from sgm_jax import host_memory, parallel
+    from sgm_jax import host_memory, parallel, xla_cpu
 
-    try:
-        if host_memory.configured(FLAGS.config, FLAGS.keep_freed_host_memory):  # before JAX starts
+    try:  # the process settings before JAX starts its threads and backends
+        if host_memory.configured(FLAGS.config, FLAGS.keep_freed_host_memory):
             host_memory.keep_freed_host_memory()
+        if xla_cpu.configured(FLAGS.config, FLAGS.xla_cpu_ynn_elementwise):
+            xla_cpu.use_ynn_elementwise_fusions()
         parallel.maybe_initialize_distributed()  # before any JAX computation
         use_compilation_cache(FLAGS.workdir, FLAGS.compilation_cache)
         run(FLAGS.config, FLAGS.mode, FLAGS.workdir)

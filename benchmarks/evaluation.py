@@ -48,8 +48,8 @@ spread, so its overhead share is at most the one measured here.
     python benchmarks/evaluation.py --batch 128 --pc-steps 1000  # a GPU
 
 ``--mock-data`` feeds tfds mock images when CIFAR-10 is not prepared on the machine.
-The process sets host memory as ``main.py`` does for the config (``benchmarks.host_memory``;
-``--glibc-malloc-defaults`` and ``--keep-freed-host-memory`` force one or the other).
+The process is set as ``main.py`` sets its own for the config (``benchmarks.process_settings``:
+host memory, XLA:CPU's fusions; the arguments force either).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.host_memory import add_host_memory_argument, set_host_memory_as_main  # noqa: E402
+from benchmarks.process_settings import add_process_arguments, set_process_as_main  # noqa: E402
 from benchmarks.timing import (BatchPath, CompileEvents, compare, forward_step,  # noqa: E402
                                format_table, image_data, overhead_share, write_json)
 from sgm_jax import parallel  # noqa: E402
@@ -280,7 +280,7 @@ def main(argv=None) -> None:
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "evaluation.json"))
-    add_host_memory_argument(parser)
+    add_process_arguments(parser)
     args = parser.parse_args(argv)
     for field, value in (QUICK if args.quick else FULL).items():
         if getattr(args, field) is None:
@@ -290,7 +290,7 @@ def main(argv=None) -> None:
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "
                              f"{getattr(args, field)}.")
-    kept = set_host_memory_as_main(args, _config(args))  # before JAX starts its threads
+    applied = set_process_as_main(args, _config(args))  # before JAX starts its threads
     events = CompileEvents()
     with contextlib.ExitStack() as stack:
         stack.enter_context(image_data(args.mock_data, args.batch))
@@ -302,7 +302,7 @@ def main(argv=None) -> None:
         result = benchmark(args, events, weights)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     settings["config"] = os.path.relpath(os.path.abspath(args.config), ROOT)
-    settings["freed_host_memory_kept"] = kept
+    settings.update(applied)
     write_json(args.out, {"settings": settings, "random_inception_weights": not
                           args.inception_weights, "evaluation": result})
     print(f"\nwrote {args.out}")

@@ -24,9 +24,9 @@ compiles nothing).
     python benchmarks/sampling.py --setup digits                   # configs/ve/digits_u.py
     python benchmarks/sampling.py --setup ncsnpp_deep --mock-data  # cifar10_u, NCSN++ deep nf 32
 
-The process sets host memory as ``main.py`` does for the setup's config (``benchmarks.host_memory``:
-freed memory kept for NCSN++, glibc's defaults for digits; ``--glibc-malloc-defaults`` and
-``--keep-freed-host-memory`` force one or the other); ``--samplers`` times a subset.
+The process is set as ``main.py`` sets its own for the setup's config
+(``benchmarks.process_settings``: for NCSN++ freed host memory kept and elementwise fusions in YNNPACK, for digits neither; the
+arguments force either); ``--samplers`` times a subset.
 
 Every sampler runs ``--steps`` steps (PC: N = sde.num_scales; DDIM: N; Heun: N levels, 2N − 1
 NFE; DPS: N); its seconds per sample at its usual step count (PC 1000, DDIM 50, Heun 18, DPS
@@ -47,7 +47,7 @@ import jax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.host_memory import add_host_memory_argument, set_host_memory_as_main  # noqa: E402
+from benchmarks.process_settings import add_process_arguments, set_process_as_main  # noqa: E402
 from benchmarks.timing import (BatchPath, CompileEvents, compare, forward_step,  # noqa: E402
                                format_table, image_data, overhead_share, write_json)
 from sgm_jax import parallel  # noqa: E402
@@ -172,9 +172,9 @@ def main(argv=None) -> None:
                         help="tfds mock images instead of the prepared CIFAR-10")
     parser.add_argument("--out", default=None,
                         help="JSON (default benchmarks/results/sampling_<setup>.json)")
-    add_host_memory_argument(parser)
+    add_process_arguments(parser)
     args = parser.parse_args(argv)
-    kept = set_host_memory_as_main(args, _config(args, {}))  # before JAX starts its threads
+    applied = set_process_as_main(args, _config(args, {}))  # before JAX starts its threads
     for field in ("batch", "steps", "rounds", "repeats", "forward_passes"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be an integer >= 1; got "
@@ -189,8 +189,7 @@ def main(argv=None) -> None:
                                f"{args.steps} steps, {device}"))
     print()
     print(markdown(result, args))
-    write_json(out, {"settings": vars(args) | {"out": os.path.relpath(out, ROOT),
-                                               "freed_host_memory_kept": kept},
+    write_json(out, {"settings": vars(args) | {"out": os.path.relpath(out, ROOT), **applied},
                      "sampling": result})
     print(f"\nwrote {out}")
 

@@ -25,9 +25,11 @@ optimiser), a backward operator by the forward operator whose gradient it comput
 sequence numbers), and every convolution outside ``upfirdn2d`` as a convolution
 (:func:`torch_profile`).
 
-The library's process sets glibc's ``malloc`` as ``main.py`` does for ``configs/ve/cifar10_u.py``
-(it keeps freed memory, :mod:`sgm_jax.host_memory`) unless ``--glibc-malloc-defaults``; the worker keeps glibc's defaults, as score_sde_pytorch runs,
-unless ``--peer-keep-freed-host-memory`` gives it the same setting.
+The library's process is set as ``main.py`` sets its own for ``configs/ve/cifar10_u.py``
+(``benchmarks.process_settings``: freed host memory kept, :mod:`sgm_jax.host_memory`, and
+elementwise fusions in YNNPACK, :mod:`sgm_jax.xla_cpu`) unless the arguments say otherwise; the
+worker keeps glibc's defaults, as score_sde_pytorch runs, unless ``--peer-keep-freed-host-memory``
+gives it the library's ``malloc`` setting.
 
 score_sde_pytorch builds its FIR up/down-sampling CUDA kernels when ``op`` is imported; on a CPU
 its ``upfirdn2d`` runs the plain PyTorch path instead, so the worker skips that build.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -50,8 +53,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.host_memory import (add_host_memory_argument,  # noqa: E402 (no JAX import)
-                                    set_host_memory_as_main)
+from benchmarks.process_settings import (add_process_arguments,  # noqa: E402 (no JAX import)
+                                         set_process_as_main)
 from benchmarks.op_profile import GROUP_TITLES, GROUPS  # noqa: E402 (no JAX import)
 
 #: Unlabelled PyTorch operators that only move data (the "layout" group).
@@ -310,7 +313,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true",
                         help="then profile one timed unit of each step per group of operations")
-    add_host_memory_argument(parser)
+    add_process_arguments(parser)
     parser.add_argument("--peer-keep-freed-host-memory", action="store_true",
                         help="set glibc's malloc in the PyTorch worker as the library's "
                              "processes set it (sgm_jax.host_memory) instead of its defaults")
@@ -326,7 +329,9 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args.score_sde_pytorch, args.batch[0], args.nf, args.num_res_blocks,
                       args.peer_keep_freed_host_memory)
-    set_host_memory_as_main(args)  # before JAX starts its threads
+    # before JAX starts its threads: as main.py sets its process for the timed config
+    timed_config = importlib.import_module("configs.ve.cifar10_u").get_config()
+    applied = set_process_as_main(args, timed_config)
 
     from benchmarks.timing import write_json
 
@@ -351,7 +356,7 @@ def main(argv=None) -> None:
         print(flush=True)
     write_json(args.json, {"nf": args.nf, "num_res_blocks": args.num_res_blocks,
                            "steps_per_unit": args.steps,
-                           "glibc_malloc_defaults": args.glibc_malloc_defaults,
+                           "glibc_malloc_defaults": args.glibc_malloc_defaults, **applied,
                            "peer_keep_freed_host_memory": args.peer_keep_freed_host_memory,
                            **results})
     print(f"wrote {args.json}")

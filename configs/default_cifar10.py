@@ -22,6 +22,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 42
     config.keep_freed_host_memory = True  # sgm_jax.host_memory; main.py applies it
+    config.xla_cpu_ynn_elementwise = True  # sgm_jax.xla_cpu; main.py applies it
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"  # sgm_jax.data.IMAGE_DATASETS

@@ -24,7 +24,9 @@ Changes from ``configs/default_cifar10.py``, each measured in the ablation of
   instead of score_sde's 2,000; N = 100 gives fewer recognisable digits);
 * glibc's ``malloc`` at its defaults (``keep_freed_host_memory`` False): with the other
   configs' setting (``sgm_jax.host_memory``) a train step took 43–54 ms instead of 27–34 ms and
-  sampling 1.2× longer (docs/benchmarks.md);
+  sampling 1.2× longer; and XLA:CPU's default YNNPACK fusions (``xla_cpu_ynn_elementwise``
+  False, ``sgm_jax.xla_cpu``): with elementwise fusions in YNNPACK too a step took 32–37 ms
+  instead of 28–29 ms (docs/benchmarks.md);
 * an evaluation that fits a CPU: 512 samples, one bits/dim pass over 128 test images, Asym on
   20 noise levels, and no Inception metrics (the FID network needs 299×299 RGB images and its
   weights file, which are not available offline; ``experiments/digits_measure.py`` and
@@ -37,6 +39,7 @@ from configs.default_cifar10 import get_default_configs
 def get_digits_config():
     config = get_default_configs()
     config.keep_freed_host_memory = False
+    config.xla_cpu_ynn_elementwise = False
     config.data.dataset = "digits"
     config.data.image_size = 8
     config.data.num_channels = 1

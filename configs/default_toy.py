@@ -17,6 +17,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 42
     config.keep_freed_host_memory = True  # sgm_jax.host_memory; main.py applies it
+    config.xla_cpu_ynn_elementwise = False  # sgm_jax.xla_cpu; main.py applies it
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "checkerboard"  # a key of sgm_jax.data.TOY_DATASETS

@@ -5,8 +5,9 @@
 
 Every config under configs/ (``configs/<family>/<name>.py``) is built by its builder
 (``build_classifier_experiment`` for a config with a ``classifier`` section, else
-``build_experiment``; one device), and ``main.py``'s read of ``keep_freed_host_memory``
-(:func:`sgm_jax.host_memory.configured`), inside :func:`sgm_jax.config_fields.recording`, which
+``build_experiment``; one device), and ``main.py``'s reads of ``keep_freed_host_memory`` and
+``xla_cpu_ynn_elementwise`` (:func:`sgm_jax.host_memory.configured`,
+:func:`sgm_jax.xla_cpu.configured`), inside :func:`sgm_jax.config_fields.recording`, which
 gives every field the builder reads and what its reader allows. The defaults are the values of the
 ``configs/default_*.py`` files in :data:`DEFAULTS`. The meanings are :data:`MEANINGS`, the one
 hand-written part; a field of ``classifier.optim`` or ``classifier.training`` without an entry of
@@ -70,6 +71,15 @@ MEANINGS = {
                               "step without it (NCSN++ deep, batch 4: 4.7 against 6.0 s/step "
                               "on 2 cores); the digits configs set False (their step 27–34 "
                               "against 43–54 ms with it; docs/benchmarks.md).",
+    "xla_cpu_ynn_elementwise": "XLA:CPU runs the elementwise fusions of the run's programs "
+                               "through YNNPACK as well as its dots, convolutions and "
+                               "reductions (`sgm_jax.xla_cpu`: XLA's "
+                               "`xla_cpu_experimental_ynn_fusion_type` with "
+                               "`LIBRARY_FUSION_TYPE_ELTWISE` added), set by `main.py` before "
+                               "JAX starts (its `--[no]xla_cpu_ynn_elementwise` overrides this "
+                               "field); False where absent; accelerators ignore it. The NCSN++ "
+                               "deep step took 0.93× the time with it on 2 cores, the small "
+                               "digits and toy steps 1.2–1.3× (docs/benchmarks.md).",
     # data
     "data.dataset": "The data: a 2-D toy generator (`8gaussians`, `spirals`, `checkerboard`; "
                     "`moons` with 2 classes) or an image set (tfds names, prepared beforehand "
@@ -462,12 +472,13 @@ def leaves(config, prefix: str = "") -> dict:
 def read_fields(config) -> dict[str, str | None]:
     """Builds ``config`` as ``main.py`` does (one device) and returns what the builder read:
     ``{field: allowed-values text}``."""
-    from sgm_jax import host_memory
+    from sgm_jax import host_memory, xla_cpu
     from sgm_jax.classifier_experiment import build_classifier_experiment
     from sgm_jax.experiment import build_experiment
 
     with cf.recording() as allowed:
         host_memory.configured(config)
+        xla_cpu.configured(config)
         if cf.has(config, "classifier"):
             build_classifier_experiment(config, num_devices=1)
         else:
@@ -597,9 +608,9 @@ def render(data: Survey) -> str:
         f"Every field of every config under `configs/` ({len(fields)} fields). A config is "
         "read in one place, the experiment builder (`sgm_jax.experiment.build_experiment`, and "
         "`sgm_jax.classifier_experiment.build_classifier_experiment` for a config with a "
-        "`classifier` section; `main.py` reads `keep_freed_host_memory` before it starts "
-        "JAX), which checks every field as it reads it: a value outside "
-        "*allowed* is a `ValueError` naming the field, the value and what is allowed. Any field "
+        "`classifier` section; `main.py` reads `keep_freed_host_memory` and "
+        "`xla_cpu_ynn_elementwise` before it starts JAX), which checks every field as it "
+        "reads it: a value outside *allowed* is a `ValueError` naming the field, the value and what is allowed. Any field "
         "can be overridden from the command line, `--config.training.n_iters=1000`.",
         "",
         "*Default* is the value in the shared defaults below: the toy and the image defaults, "

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from benchmarks.host_memory import add_host_memory_argument, set_host_memory_as_main
-from sgm_jax import host_memory
+from benchmarks.process_settings import add_process_arguments, set_process_as_main
+from sgm_jax import host_memory, xla_cpu
 from sgm_jax.host_memory import configured
 from tests.config_files import load
 
@@ -76,18 +76,24 @@ def test_a_config_without_the_field_keeps_and_a_bad_value_is_refused():
         configured(config, override=True)
 
 
-def test_benchmarks_set_host_memory_as_main_does_for_their_config_unless_told(monkeypatch):
-    kept = []
+def test_benchmarks_set_their_process_as_main_does_for_their_config_unless_told(monkeypatch):
+    kept, ynn = [], []
     monkeypatch.setattr(host_memory, "keep_freed_host_memory", lambda: kept.append(1) or True)
+    monkeypatch.setattr(xla_cpu, "use_ynn_elementwise_fusions", lambda: ynn.append(1) or True)
     parser = argparse.ArgumentParser()
-    add_host_memory_argument(parser)
+    add_process_arguments(parser)
     digits, cifar = load("configs/ve/digits_u.py", {}), load("configs/ve/cifar10_u.py", {})
-    assert set_host_memory_as_main(parser.parse_args([]), digits) is False
-    assert set_host_memory_as_main(parser.parse_args([]), cifar) is True
-    assert set_host_memory_as_main(parser.parse_args([]), None) is True
-    assert set_host_memory_as_main(parser.parse_args(["--keep-freed-host-memory"]), digits)
-    assert not set_host_memory_as_main(parser.parse_args(["--glibc-malloc-defaults"]), cifar)
-    assert not set_host_memory_as_main(parser.parse_args(["--glibc-malloc-defaults"]), None)
-    assert len(kept) == 3
+
+    def applied(argv, config):
+        return set_process_as_main(parser.parse_args(argv), config)
+
+    neither = {"freed_host_memory_kept": False, "xla_cpu_ynn_elementwise": False}
+    both = {"freed_host_memory_kept": True, "xla_cpu_ynn_elementwise": True}
+    assert applied([], digits) == neither
+    assert applied([], cifar) == both
+    assert applied([], None) == {"freed_host_memory_kept": True, "xla_cpu_ynn_elementwise": False}
+    assert applied(["--keep-freed-host-memory", "--xla-cpu-ynn-elementwise"], digits) == both
+    assert applied(["--glibc-malloc-defaults", "--no-xla-cpu-ynn-elementwise"], cifar) == neither
+    assert len(kept) == 3 and len(ynn) == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--glibc-malloc-defaults", "--keep-freed-host-memory"])

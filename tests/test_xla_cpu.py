@@ -1,6 +1,5 @@
-"""sgm_jax.xla_cpu: which configs run XLA:CPU's elementwise fusions through YNNPACK, main.py's flag
-over the config, and that the setting reaches XLA (in a process of its own: XLA reads XLA_FLAGS
-once, when its first backend starts)."""
+"""sgm_jax.xla_cpu: the setting reaches XLA, in a process of its own (XLA reads XLA_FLAGS once,
+when its first backend starts), and leaves the other XLA flags as they are."""
 
 from __future__ import annotations
 
@@ -9,10 +8,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from sgm_jax.xla_cpu import FUSION_TYPES, OPTION, configured
-from tests.config_files import load
+from sgm_jax.xla_cpu import FUSION_TYPES, OPTION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CHILD = """
@@ -45,23 +41,3 @@ def test_the_elementwise_fusion_runs_in_ynnpack_only_when_set_and_other_flags_st
     named = f"--{OPTION}=LIBRARY_FUSION_TYPE_REDUCE"
     kept = _child("on", named)
     assert kept["applied"] is False and kept["flags"] == named and kept["ynn_fusions"] == 0
-
-
-@pytest.mark.parametrize("path, wanted", [
-    ("configs/toy/checkerboard_qc.py", False), ("configs/ve/cifar10_u.py", True),
-    ("configs/vp/cifar10_ddpmpp_continuous.py", True), ("configs/ve/digits_u.py", False),
-    ("configs/dlsm/digits_dlsm.py", False)])
-def test_each_config_says_whether_and_the_flag_overrides(path, wanted):
-    config = load(path, {})
-    assert configured(config) is wanted
-    assert configured(config, override=True) is True
-    assert configured(config, override=False) is False
-
-
-def test_a_config_without_the_field_keeps_xla_defaults_and_a_bad_value_is_refused():
-    config = load("configs/ve/cifar10_u.py", {})
-    del config["xla_cpu_ynn_elementwise"]
-    assert configured(config) is False
-    config.xla_cpu_ynn_elementwise = 1
-    with pytest.raises(ValueError, match="xla_cpu_ynn_elementwise must be True or False; got 1"):
-        configured(config)

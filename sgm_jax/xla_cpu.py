@@ -7,9 +7,10 @@ XLA:CPU hands a program's dots, convolutions and reductions to YNNPACK (its defa
 itself. With ``LIBRARY_FUSION_TYPE_ELTWISE`` added, YNNPACK runs those as well: the NCSN++ deep
 U step (nf 128, batch 4, the 2-core CPU) took 0.925× (0.85–1.01×) the time of the default's,
 compiled and timed in one process over 5 interleaved rounds, and 0.96× score_sde_pytorch's train
-step at batch 4 and 8 against 1.08× and 1.11× without it; small programs slowed down:
-the digits U step (``configs/ve/digits_u.py``) 32.5–36.7 ms against 27.9–28.6 ms, the toy QC
-step 59–65 ms against 47–49 ms (docs/benchmarks.md). The network computes the same function:
+step at batch 4 and 8 against 1.08× and 1.11× without it; the QC step took 0.66× (0.63–0.71×)
+the time (10.2 against 15.2 s/step, 4 interleaved rounds) with 1.3× the XLA memory. Small
+programs slowed down: the digits U step (``configs/ve/digits_u.py``) 32.5–36.7 ms against
+27.9–28.6 ms, the toy QC step 59–65 ms against 47–49 ms (docs/benchmarks.md). The network computes the same function:
 its output differed from a float64 evaluation by 4.6e-7 (relative norm) with the option and
 4.7e-7 without.
 

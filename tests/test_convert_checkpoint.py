@@ -13,7 +13,6 @@ place. The slow tests (torch and checkouts of score_sde_pytorch beside this repo
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import math
 import os
@@ -301,21 +300,13 @@ def test_main_evaluates_and_fine_tunes_a_converted_checkpoint(tmp_path):
 
 
 def _qc_config(case: str, init_from: str):
-    spec = importlib.util.spec_from_file_location(
-        "qc", os.path.join(ROOT, "configs/ve/cifar10_qc.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    overrides = {**official_networks.CASES[case][3], **TINY_EVAL,
-                 "training.init_from": init_from, "training.init_step": -1, "training.n_iters": 28,
-                 "training.batch_size": 8, "training.n_jitted_steps": 1,
-                 "training.log_freq": 1, "training.eval_freq": 0, "training.snapshot_freq": 2,
-                 "training.keep_every": 0, "training.snapshot_sampling": False,
-                 "eval.enable_sampling": False}
-    for key, value in overrides.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    return config
+    return config_files.load("configs/ve/cifar10_qc.py", {
+        **official_networks.CASES[case][3], **TINY_EVAL,
+        "training.init_from": init_from, "training.init_step": -1, "training.n_iters": 28,
+        "training.batch_size": 8, "training.n_jitted_steps": 1,
+        "training.log_freq": 1, "training.eval_freq": 0, "training.snapshot_freq": 2,
+        "training.keep_every": 0, "training.snapshot_sampling": False,
+        "eval.enable_sampling": False})
 
 
 # ------------------------------------------------------------------------------------- slow
@@ -385,16 +376,8 @@ def _check_against_official(tmp_path, case, repository, command, name):
 def _dlsm_config(**overrides):
     """configs/dlsm/cifar10_dlsm.py with the one-level NCSN++ as its score half (the classifier is
     the released ResNet-18 at full size)."""
-    spec = importlib.util.spec_from_file_location(
-        "dlsm", os.path.join(ROOT, "configs/dlsm/cifar10_dlsm.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for key, value in {**official_networks.CASES["ve_ncsnpp_deep_one_level"][3],
-                       **overrides}.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    return config
+    return config_files.load("configs/dlsm/cifar10_dlsm.py", {
+        **official_networks.CASES["ve_ncsnpp_deep_one_level"][3], **overrides})
 
 
 def test_a_dlsm_run_converts_its_score_model_then_its_released_classifier(tmp_path):

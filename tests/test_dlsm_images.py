@@ -13,7 +13,6 @@ other field as the config ships it.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import config_files
 import main as entry
 from configs.dlsm import cifar10_dlsm
 from sgm_jax.evaluate import conditional_images as cie
@@ -201,13 +201,6 @@ def test_class_batches_and_round_robin_order():
     np.testing.assert_array_equal(cie.interleave_classes(3, 2), [0, 2, 4, 1, 3, 5])
 
 
-def _load(path: str):
-    spec = importlib.util.spec_from_file_location("dlsm_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 #: method → (objective, guidance, α) of the DLSM study
 METHODS = {"base": ("ce", "base", 1.0), "scaling": ("ce", "scaling", 10.0),
            "dlsm": ("total", "dlsm", 1.0)}
@@ -223,7 +216,7 @@ def test_dlsm_configs_validate(path):
     name = os.path.basename(path)[:-3]
     dataset, method = name.rsplit("_", 1)
     with tfds.testing.mock_data(num_examples=160):
-        config = _load(path)
+        config = config_files.load(path, {})
         experiment = build_classifier_experiment(config, num_devices=1)
     assert (experiment.objective, experiment.guidance, experiment.scale) == METHODS[method]
     assert experiment.evaluation.feature_steps == 2000  # the digits feature space's
@@ -241,8 +234,8 @@ def test_dlsm_configs_validate(path):
 def test_digits_score_half_is_the_digits_u_run(method):
     """``classifier.score_workdir`` may name a digits U run: every field of
     configs/ve/digits_u.py is the same in the DLSM digits configs."""
-    config = _load(os.path.join(ROOT, "configs", "dlsm", f"digits_{method}.py")).to_dict()
-    score = _load(os.path.join(ROOT, "configs", "ve", "digits_u.py")).to_dict()
+    config = config_files.load(f"configs/dlsm/digits_{method}.py", {}).to_dict()
+    score = config_files.load("configs/ve/digits_u.py", {}).to_dict()
     for section, fields in score.items():
         if isinstance(fields, dict):
             assert {k: config[section][k] for k in fields} == fields, section

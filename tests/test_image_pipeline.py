@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -221,11 +220,7 @@ def test_kill_resume_and_nan_stop(tmp_path, monkeypatch):
                                                                           "*.py"))))
 def test_image_configs_validate(path):
     """Every image config builds as shipped (full size; the data are mocked)."""
-    spec = importlib.util.spec_from_file_location("image_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    config = config_files.load(path, {"training.batch_size": 16})
     with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-        config = module.get_config()
-        config.training.batch_size = 16
         experiment = build_experiment(config)
     assert experiment.training.n_iters % experiment.training.n_jitted_steps == 0

@@ -9,7 +9,6 @@ the device-count test builds an explicit 1-device mesh in this process.
 """
 
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from configs.default_toy import get_default_configs  # noqa: E402
+import config_files  # noqa: E402
 from recording_writer import Recorder  # noqa: E402
 from sgm_jax import checkpoints, parallel, train  # noqa: E402
 from sgm_jax.data import DataSource  # noqa: E402
@@ -328,10 +328,7 @@ def test_eval_loss_two_stage_start_and_snapshot_samples(reference, tmp_path):
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "toy", "*.py"))))
 def test_toy_configs_load_and_validate(path):
-    spec = importlib.util.spec_from_file_location("toy_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    experiment = build_experiment(module.get_config())
+    experiment = build_experiment(config_files.load(path, {}))
     assert experiment.training.n_iters > 0
 
 

@@ -25,8 +25,8 @@ compiles nothing).
     python benchmarks/sampling.py --setup ncsnpp_deep --mock-data  # cifar10_u, NCSN++ deep nf 32
 
 The process is set as ``main.py`` sets its own for the setup's config
-(``benchmarks.process_settings``: for NCSN++ freed host memory kept and elementwise fusions in YNNPACK, for digits neither; the
-arguments force either); ``--samplers`` times a subset.
+(``benchmarks.process_settings``: for NCSN++ freed host memory kept and elementwise fusions in
+YNNPACK, for digits neither; the arguments force either); ``--samplers`` times a subset.
 
 Every sampler runs ``--steps`` steps (PC: N = sde.num_scales; DDIM: N; Heun: N levels, 2N − 1
 NFE; DPS: N); its seconds per sample at its usual step count (PC 1000, DDIM 50, Heun 18, DPS

@@ -8,8 +8,8 @@ Every config under configs/ (``configs/<family>/<name>.py``) is built by its bui
 ``build_experiment``; one device), and ``main.py``'s reads of ``keep_freed_host_memory`` and
 ``xla_cpu_ynn_elementwise`` (:func:`sgm_jax.host_memory.configured`,
 :func:`sgm_jax.xla_cpu.configured`), inside :func:`sgm_jax.config_fields.recording`, which
-gives every field the builder reads and what its reader allows. The defaults are the values of the
-``configs/default_*.py`` files in :data:`DEFAULTS`. The meanings are :data:`MEANINGS`, the one
+gives every field the builder reads and what its reader allows. The defaults are the values of
+the ``configs/default_*.py`` files in :data:`DEFAULTS`. The meanings are :data:`MEANINGS`, the one
 hand-written part; a field of ``classifier.optim`` or ``classifier.training`` without an entry of
 its own is described by its namesake in ``optim`` or ``training`` (:data:`SHARED`).
 tests/test_config_reference.py checks that every field of every config is read by its builder,
@@ -38,8 +38,8 @@ OUTPUT = os.path.join(ROOT, "docs", "config.md")
 
 #: The sections of docs/config.md, in order (a field's section: its first name, or its first two
 #: under ``classifier.``; "top level" for a field outside every section).
-SECTIONS = ("top level", "data", "model", "sde", "training", "optim", "sampling", "eval", "classifier",
-            "classifier.model", "classifier.training", "classifier.optim", "guidance")
+SECTIONS = ("top level", "data", "model", "sde", "training", "optim", "sampling", "eval",
+            "classifier", "classifier.model", "classifier.training", "classifier.optim", "guidance")
 
 #: The default files, in groups: a field shows the values of the first group that has it,
 #: labelled. (label, module under configs/, function, arguments)
@@ -610,8 +610,9 @@ def render(data: Survey) -> str:
         "`sgm_jax.classifier_experiment.build_classifier_experiment` for a config with a "
         "`classifier` section; `main.py` reads `keep_freed_host_memory` and "
         "`xla_cpu_ynn_elementwise` before it starts JAX), which checks every field as it "
-        "reads it: a value outside *allowed* is a `ValueError` naming the field, the value and what is allowed. Any field "
-        "can be overridden from the command line, `--config.training.n_iters=1000`.",
+        "reads it: a value outside *allowed* is a `ValueError` naming the field, the value and "
+        "what is allowed. Any field can be overridden from the command line, "
+        "`--config.training.n_iters=1000`.",
         "",
         "*Default* is the value in the shared defaults below: the toy and the image defaults, "
         "labelled where they differ or only one has the field, and the DLSM defaults for "

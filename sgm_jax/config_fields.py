@@ -128,6 +128,14 @@ def boolean(config, path: str) -> bool:
     return bool(value)
 
 
+def setting(config, path: str, absent: bool, override: bool | None = None) -> bool:
+    """A boolean setting: ``override`` unless None (a command-line flag over the config), else
+    the boolean at ``path``, ``absent`` for a config without the field. The field is read (and
+    checked) either way."""
+    from_config = boolean(config, path) if has(config, path) else absent
+    return from_config if override is None else bool(override)
+
+
 def choice(config, path: str, allowed: Sequence[str]) -> str:
     """One of the ``allowed`` strings."""
     value = _lookup(config, path)

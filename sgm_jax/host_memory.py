@@ -62,5 +62,4 @@ def configured(config, override: bool | None = None) -> bool:
     ``--[no]keep_freed_host_memory``), else the config's top-level boolean
     ``keep_freed_host_memory`` (``ValueError`` for anything but True or False; True for a config
     without the field). The field is read (and checked) either way."""
-    from_config = cf.boolean(config, FIELD) if cf.has(config, FIELD) else True
-    return from_config if override is None else bool(override)
+    return cf.setting(config, FIELD, True, override)

@@ -10,9 +10,9 @@ compiled and timed in one process over 5 interleaved rounds, and 0.96× score_sd
 step at batch 4 and 8 against 1.08× and 1.11× without it; the QC step took 0.66× (0.63–0.71×)
 the time (10.2 against 15.2 s/step, 4 interleaved rounds) with 1.3× the XLA memory. Small
 programs slowed down: the digits U step (``configs/ve/digits_u.py``) 32.5–36.7 ms against
-27.9–28.6 ms, the toy QC step 59–65 ms against 47–49 ms (docs/benchmarks.md). The network computes the same function:
-its output differed from a float64 evaluation by 4.6e-7 (relative norm) with the option and
-4.7e-7 without.
+27.9–28.6 ms, the toy QC step 59–65 ms against 47–49 ms (docs/benchmarks.md). The network
+computes the same function: its output differed from a float64 evaluation by 4.6e-7 (relative
+norm) with the option and 4.7e-7 without.
 
 A config says which its programs want (:func:`configured`: the top-level field
 ``xla_cpu_ynn_elementwise``, False where absent; the image defaults set True, the digits
@@ -42,8 +42,7 @@ def configured(config, override: bool | None = None) -> bool:
     (``main.py``'s ``--[no]xla_cpu_ynn_elementwise``), else the config's top-level boolean
     ``xla_cpu_ynn_elementwise`` (``ValueError`` for anything but True or False; False for a
     config without the field). The field is read (and checked) either way."""
-    from_config = cf.boolean(config, FIELD) if cf.has(config, FIELD) else False
-    return from_config if override is None else bool(override)
+    return cf.setting(config, FIELD, False, override)
 
 
 def use_ynn_elementwise_fusions() -> bool:
